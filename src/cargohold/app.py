@@ -1,0 +1,47 @@
+"""Builds the aiohttp application: routes, middlewares, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cargohold.config import Settings
+from cargohold.http import health, v2
+from cargohold.http.context import SERVICES
+from cargohold.http.errors import registry_errors
+from cargohold.registry.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+
+async def _sweep_uploads(services: Services, interval: float) -> None:
+    while True:
+        try:
+            await services.uploads.sweep()
+        except Exception:
+            log.exception("sweeping stale uploads failed; trying again later")
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+    app = web.Application(middlewares=[registry_errors])
+    app[SERVICES] = services or build_services(settings)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(
+            _sweep_uploads(app[SERVICES], settings.cleanup_interval_seconds)
+        )
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await app[SERVICES].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    v2.add_routes(app)
+    health.add_routes(app)
+    return app

@@ -1,0 +1,60 @@
+"""Settings: defaults, then a TOML file, then CARGOHOLD_* environment variables, then flags.
+
+Every setting is a field of `Settings`; its environment variable is its name in capitals
+after `CARGOHOLD_` (`CARGOHOLD_DATA_DIR`, `CARGOHOLD_UPLOAD_TTL_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cargohold.db.engine import sqlite_url
+
+ENV_PREFIX = "CARGOHOLD_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
+    )
+    max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    upload_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    cleanup_interval_seconds: int = Field(default=600, ge=1)
+    fsync: bool = True
+    log_level: str = "INFO"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir / "cargohold.db")
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as file:
+            values.update(tomllib.load(file))
+    environ = os.environ if environ is None else environ
+    for name in Settings.model_fields:
+        if (ENV_PREFIX + name.upper()) in environ:
+            values[name] = environ[ENV_PREFIX + name.upper()]
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return Settings.model_validate(values)

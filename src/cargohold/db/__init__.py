@@ -1,0 +1,1 @@
+"""Metadata: schema, migrations and the queries the services run."""

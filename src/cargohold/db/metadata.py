@@ -1,0 +1,464 @@
+"""Every query the services run, behind one class; callers never see SQL.
+
+Each public method is one transaction. Methods that check and then change (deleting a
+manifest an index may still point to) do both inside that transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cargohold.db.engine import WRITE
+from cargohold.db.schema import (
+    blobs,
+    image_blobs,
+    images,
+    manifest_references,
+    manifests,
+    projects,
+    repositories,
+    tags,
+    uploads,
+)
+
+
+class AlreadyExists(Exception):
+    """A row with the same unique name exists."""
+
+
+class StillReferenced(Exception):
+    """The row is still needed by others, named in `by`."""
+
+    def __init__(self, by: Sequence[str]) -> None:
+        super().__init__(", ".join(by))
+        self.by = list(by)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    id: int
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRecord:
+    id: int
+    project: str
+    name: str
+    kind: str
+    format: str
+    created_at: float
+
+    @property
+    def prefix(self) -> str:
+        """The canonical name prefix, `<project>/<repository>/`."""
+        return f"{self.project}/{self.name}/"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    id: int
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    subject_digest: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    subject_digest: str | None
+    annotations: dict[str, str] | None
+    blob_digests: frozenset[str]
+    child_digests: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    id: str
+    image_id: int
+    algorithm: str
+    created_at: float
+
+
+_REPOSITORY_COLUMNS = (
+    repositories.c.id,
+    projects.c.name.label("project"),
+    repositories.c.name,
+    repositories.c.kind,
+    repositories.c.format,
+    repositories.c.created_at,
+)
+_MANIFEST_COLUMNS = (
+    manifests.c.id,
+    manifests.c.digest,
+    manifests.c.media_type,
+    manifests.c.size,
+    manifests.c.artifact_type,
+    manifests.c.subject_digest,
+    manifests.c.annotations,
+)
+
+
+def _repository(row: Sequence[Any]) -> RepositoryRecord:
+    return RepositoryRecord(*row)
+
+
+def _manifest(row: Sequence[Any]) -> ManifestRecord:
+    return ManifestRecord(*row)
+
+
+class MetadataStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            await conn.execution_options(**{WRITE: True})
+            async with conn.begin():
+                yield conn
+
+    async def _insert_ignoring_duplicates(
+        self, conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
+
+    # Projects and repositories
+
+    async def create_project(self, name: str) -> ProjectRecord:
+        now = time.time()
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    insert(projects).values(name=name, created_at=now).returning(projects.c.id)
+                )
+                return ProjectRecord(result.scalar_one(), name, now)
+        except IntegrityError as error:
+            raise AlreadyExists(name) from error
+
+    async def get_project(self, name: str) -> ProjectRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(projects).where(projects.c.name == name))).first()
+        return ProjectRecord(*row) if row else None
+
+    async def list_projects(self) -> list[ProjectRecord]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(projects).order_by(projects.c.name))
+        return [ProjectRecord(*row) for row in rows]
+
+    async def create_repository(
+        self, project: ProjectRecord, name: str, kind: str, format: str
+    ) -> RepositoryRecord:
+        now = time.time()
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    insert(repositories)
+                    .values(
+                        project_id=project.id, name=name, kind=kind, format=format, created_at=now
+                    )
+                    .returning(repositories.c.id)
+                )
+                return RepositoryRecord(result.scalar_one(), project.name, name, kind, format, now)
+        except IntegrityError as error:
+            raise AlreadyExists(f"{project.name}/{name}") from error
+
+    async def list_repositories(self) -> list[RepositoryRecord]:
+        query = (
+            select(*_REPOSITORY_COLUMNS)
+            .join(projects, projects.c.id == repositories.c.project_id)
+            .order_by(projects.c.name, repositories.c.name)
+        )
+        async with self._read() as conn:
+            return [_repository(row) for row in await conn.execute(query)]
+
+    # Images
+
+    async def image_id(self, repository_id: int, name: str) -> int | None:
+        query = select(images.c.id).where(
+            images.c.repository_id == repository_id, images.c.name == name
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).scalar_one_or_none()
+
+    async def ensure_image(self, repository_id: int, name: str) -> int:
+        found = await self.image_id(repository_id, name)
+        if found is not None:
+            return found
+        async with self._write() as conn:
+            await self._insert_ignoring_duplicates(
+                conn,
+                images,
+                [{"repository_id": repository_id, "name": name, "created_at": time.time()}],
+            )
+            query = select(images.c.id).where(
+                images.c.repository_id == repository_id, images.c.name == name
+            )
+            image_id: int = (await conn.execute(query)).scalar_one()
+            return image_id
+
+    async def catalog(self, last: str | None, limit: int | None) -> list[str]:
+        full_name = projects.c.name + "/" + repositories.c.name + "/" + images.c.name
+        query: Select[Any] = (
+            select(full_name)
+            .select_from(images)
+            .join(repositories, repositories.c.id == images.c.repository_id)
+            .join(projects, projects.c.id == repositories.c.project_id)
+            .where(exists().where(manifests.c.image_id == images.c.id))
+            .order_by(full_name)
+        )
+        if last is not None:
+            query = query.where(full_name > last)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._read() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    # Blobs
+
+    async def blob_size(self, image_id: int, digest: str) -> int | None:
+        query = (
+            select(blobs.c.size)
+            .join(image_blobs, image_blobs.c.digest == blobs.c.digest)
+            .where(image_blobs.c.image_id == image_id, blobs.c.digest == digest)
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).scalar_one_or_none()
+
+    async def link_blob(self, image_id: int, digest: str, size: int) -> None:
+        now = time.time()
+        async with self._write() as conn:
+            await self._insert_ignoring_duplicates(
+                conn, blobs, [{"digest": digest, "size": size, "created_at": now}]
+            )
+            await self._insert_ignoring_duplicates(
+                conn, image_blobs, [{"image_id": image_id, "digest": digest, "created_at": now}]
+            )
+
+    async def unlink_blob(self, image_id: int, digest: str) -> bool:
+        """Remove a blob from an image, unless a manifest of that image still uses it."""
+        async with self._write() as conn:
+            users = await conn.execute(
+                select(manifests.c.digest)
+                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+                .where(
+                    manifests.c.image_id == image_id,
+                    manifest_references.c.digest == digest,
+                    manifest_references.c.is_manifest.is_(False),
+                )
+                .order_by(manifests.c.digest)
+            )
+            by = list(users.scalars())
+            if by:
+                raise StillReferenced(by)
+            result = await conn.execute(
+                delete(image_blobs).where(
+                    image_blobs.c.image_id == image_id, image_blobs.c.digest == digest
+                )
+            )
+            return result.rowcount > 0
+
+    # Manifests and tags
+
+    async def manifest_by_digest(self, image_id: int, digest: str) -> ManifestRecord | None:
+        query = select(*_MANIFEST_COLUMNS).where(
+            manifests.c.image_id == image_id, manifests.c.digest == digest
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _manifest(row) if row else None
+
+    async def manifest_by_tag(self, image_id: int, tag: str) -> ManifestRecord | None:
+        query = (
+            select(*_MANIFEST_COLUMNS)
+            .join(
+                tags,
+                and_(tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest),
+            )
+            .where(tags.c.image_id == image_id, tags.c.name == tag)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _manifest(row) if row else None
+
+    async def missing_references(
+        self, image_id: int, blob_digests: Iterable[str], child_digests: Iterable[str]
+    ) -> list[str]:
+        """The digests among those given that the image holds neither as blob nor manifest."""
+        wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
+        async with self._read() as conn:
+            have_blobs = set(
+                (
+                    await conn.execute(
+                        select(image_blobs.c.digest).where(
+                            image_blobs.c.image_id == image_id,
+                            image_blobs.c.digest.in_(wanted_blobs),
+                        )
+                    )
+                ).scalars()
+            )
+            have_children = set(
+                (
+                    await conn.execute(
+                        select(manifests.c.digest).where(
+                            manifests.c.image_id == image_id,
+                            manifests.c.digest.in_(wanted_children),
+                        )
+                    )
+                ).scalars()
+            )
+        return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
+
+    async def put_manifest(self, image_id: int, new: NewManifest, tag_names: Sequence[str]) -> None:
+        now = time.time()
+        async with self._write() as conn:
+            await self._insert_ignoring_duplicates(
+                conn,
+                manifests,
+                [
+                    {
+                        "image_id": image_id,
+                        "digest": new.digest,
+                        "media_type": new.media_type,
+                        "size": new.size,
+                        "artifact_type": new.artifact_type,
+                        "subject_digest": new.subject_digest,
+                        "annotations": new.annotations,
+                        "created_at": now,
+                    }
+                ],
+            )
+            manifest_id = (
+                await conn.execute(
+                    select(manifests.c.id).where(
+                        manifests.c.image_id == image_id, manifests.c.digest == new.digest
+                    )
+                )
+            ).scalar_one()
+            references = [
+                {"manifest_id": manifest_id, "digest": digest, "is_manifest": False}
+                for digest in new.blob_digests
+            ] + [
+                {"manifest_id": manifest_id, "digest": digest, "is_manifest": True}
+                for digest in new.child_digests
+            ]
+            await self._insert_ignoring_duplicates(conn, manifest_references, references)
+            for name in tag_names:
+                moved = await conn.execute(
+                    update(tags)
+                    .where(tags.c.image_id == image_id, tags.c.name == name)
+                    .values(digest=new.digest, updated_at=now)
+                )
+                if moved.rowcount == 0:
+                    await conn.execute(
+                        insert(tags).values(
+                            image_id=image_id, name=name, digest=new.digest, updated_at=now
+                        )
+                    )
+
+    async def delete_manifest(self, image_id: int, digest: str) -> bool:
+        """Delete a manifest and its tags, unless an index of the same image lists it."""
+        async with self._write() as conn:
+            parents = await conn.execute(
+                select(manifests.c.digest)
+                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+                .where(
+                    manifests.c.image_id == image_id,
+                    manifest_references.c.digest == digest,
+                    manifest_references.c.is_manifest.is_(True),
+                )
+                .order_by(manifests.c.digest)
+            )
+            by = list(parents.scalars())
+            if by:
+                raise StillReferenced(by)
+            await conn.execute(
+                delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
+            )
+            result = await conn.execute(
+                delete(manifests).where(
+                    manifests.c.image_id == image_id, manifests.c.digest == digest
+                )
+            )
+            return result.rowcount > 0
+
+    async def delete_tag(self, image_id: int, tag: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(tags).where(tags.c.image_id == image_id, tags.c.name == tag)
+            )
+            return result.rowcount > 0
+
+    async def list_tags(self, image_id: int, last: str | None, limit: int | None) -> list[str]:
+        query = select(tags.c.name).where(tags.c.image_id == image_id).order_by(tags.c.name)
+        if last is not None:
+            query = query.where(tags.c.name > last)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._read() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def referrers(
+        self, image_id: int, subject_digest: str, artifact_type: str | None
+    ) -> list[ManifestRecord]:
+        query = (
+            select(*_MANIFEST_COLUMNS)
+            .where(manifests.c.image_id == image_id, manifests.c.subject_digest == subject_digest)
+            .order_by(manifests.c.created_at, manifests.c.digest)
+        )
+        if artifact_type is not None:
+            query = query.where(manifests.c.artifact_type == artifact_type)
+        async with self._read() as conn:
+            return [_manifest(row) for row in await conn.execute(query)]
+
+    # Upload sessions
+
+    async def create_upload(self, upload_id: str, image_id: int, algorithm: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                insert(uploads).values(
+                    id=upload_id, image_id=image_id, algorithm=algorithm, created_at=time.time()
+                )
+            )
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(uploads).where(uploads.c.id == upload_id))).first()
+        return UploadRecord(*row) if row else None
+
+    async def delete_upload(self, upload_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    async def uploads_created_before(self, moment: float) -> list[str]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(uploads.c.id).where(uploads.c.created_at < moment))
+            return list(rows.scalars())
+
+    async def upload_ids(self) -> set[str]:
+        async with self._read() as conn:
+            return set((await conn.execute(select(uploads.c.id))).scalars())

@@ -1,0 +1,1 @@
+"""Thin handlers: parse the request, call a service, render the answer."""

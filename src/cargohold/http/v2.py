@@ -1,0 +1,280 @@
+"""The OCI Distribution API under /v2/."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from cargohold.http.context import services as _services
+from cargohold.http.errors import API_VERSION_HEADER
+from cargohold.oci.digest import digest_algorithm_param
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
+from cargohold.oci.ranges import parse_content_range, upload_range_header
+from cargohold.registry.manifests import tags_body
+from cargohold.registry.router import Target
+
+BODY_CHUNK = 1 << 20
+
+
+async def _target(request: web.Request) -> Target:
+    return await _services(request).router.resolve(request.match_info["name"])
+
+
+def _body(request: web.Request) -> AsyncIterator[bytes]:
+    return request.content.iter_chunked(BODY_CHUNK)
+
+
+def _has_body(request: web.Request) -> bool:
+    return bool(request.content_length) or (request.content_length is None and request.body_exists)
+
+
+def _upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _upload_headers(name: str, upload_id: str, received: int) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Location": _upload_location(name, upload_id),
+        "Range": upload_range_header(received),
+        "Docker-Upload-UUID": upload_id,
+    }
+
+
+def _blob_created(name: str, digest: str) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            **API_VERSION_HEADER,
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": digest,
+        },
+    )
+
+
+def _page_size(request: web.Request) -> int | None:
+    raw = request.query.get("n")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, f"n={raw!r} is not a non-negative integer", status=400
+        )
+    return int(raw)
+
+
+def _paged(request: web.Request, items: list[str], limit: int | None, body: bytes) -> web.Response:
+    """A page of a listing, with a `Link` to the next one when the listing goes on."""
+    headers = dict(API_VERSION_HEADER)
+    if limit and len(items) == limit:
+        query = urlencode({"n": limit, "last": items[-1]})
+        headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def api_version(request: web.Request) -> web.Response:
+    return web.json_response({}, headers=API_VERSION_HEADER)
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    target = await _target(request)
+    accepted = parse_accept(request.headers.getall("Accept", []))
+    manifest = await _services(request).manifests.get(
+        target, request.match_info["reference"], accepted
+    )
+    return web.Response(
+        body=manifest.body,
+        headers={
+            **API_VERSION_HEADER,
+            "Content-Type": manifest.media_type,
+            "Docker-Content-Digest": manifest.digest,
+            "ETag": f'"{manifest.digest}"',
+        },
+    )
+
+
+async def _read_manifest_body(request: web.Request, limit: int) -> bytes:
+    too_large = RegistryError(
+        ErrorCode.SIZE_INVALID, f"manifests are limited to {limit} bytes", status=413
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for data in request.content.iter_chunked(BODY_CHUNK):
+        size += len(data)
+        if size > limit:
+            raise too_large
+        parts.append(data)
+    return b"".join(parts)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    services = _services(request)
+    target = await _target(request)
+    body = await _read_manifest_body(request, services.manifests.max_manifest_bytes)
+    stored = await services.manifests.put(
+        target,
+        request.match_info["reference"],
+        body,
+        request.headers.get("Content-Type"),
+        request.query.getall("tag", []),
+    )
+    headers = {
+        **API_VERSION_HEADER,
+        "Location": f"/v2/{target.name}/manifests/{stored.digest}",
+        "Docker-Content-Digest": stored.digest,
+    }
+    if stored.subject:
+        headers["OCI-Subject"] = stored.subject
+    if stored.tags:
+        headers["OCI-Tag"] = ", ".join(stored.tags)
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    target = await _target(request)
+    await _services(request).manifests.delete(target, request.match_info["reference"])
+    return web.Response(status=202, headers=API_VERSION_HEADER)
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    target = await _target(request)
+    blob = await _services(request).blobs.get(target, request.match_info["digest"])
+    return web.FileResponse(
+        blob.path,
+        headers={
+            **API_VERSION_HEADER,
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": blob.digest,
+        },
+    )
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    target = await _target(request)
+    await _services(request).blobs.delete(target, request.match_info["digest"])
+    return web.Response(status=202, headers=API_VERSION_HEADER)
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    services = _services(request)
+    target = await _target(request)
+    query = request.query
+    if "mount" in query and "from" in query:
+        mounted = await services.blobs.mount(target, query["mount"], query["from"])
+        if mounted is not None:
+            return _blob_created(target.name, mounted)
+    elif "digest" in query:
+        digest = await services.uploads.push_whole(
+            target, query["digest"], _body(request), request.content_length
+        )
+        return _blob_created(target.name, digest)
+    algorithm = digest_algorithm_param(query.get("digest-algorithm"))
+    session = await services.uploads.start(target, algorithm)
+    return web.Response(
+        status=202, headers=_upload_headers(target.name, session.id, session.received)
+    )
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    target = await _target(request)
+    status = await _services(request).uploads.status(target, request.match_info["upload_id"])
+    return web.Response(
+        status=204, headers=_upload_headers(target.name, status.id, status.received)
+    )
+
+
+async def patch_upload(request: web.Request) -> web.Response:
+    target = await _target(request)
+    content_range = request.headers.get("Content-Range")
+    status = await _services(request).uploads.append(
+        target,
+        request.match_info["upload_id"],
+        _body(request),
+        parse_content_range(content_range) if content_range else None,
+        request.content_length,
+    )
+    return web.Response(
+        status=202, headers=_upload_headers(target.name, status.id, status.received)
+    )
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    target = await _target(request)
+    if "digest" not in request.query:
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID, "the closing PUT needs the blob's ?digest= parameter"
+        )
+    content_range = request.headers.get("Content-Range")
+    digest = await _services(request).uploads.finish(
+        target,
+        request.match_info["upload_id"],
+        request.query["digest"],
+        _body(request) if _has_body(request) else None,
+        parse_content_range(content_range) if content_range else None,
+        request.content_length,
+    )
+    return _blob_created(target.name, digest)
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    target = await _target(request)
+    await _services(request).uploads.cancel(target, request.match_info["upload_id"])
+    return web.Response(status=204, headers=API_VERSION_HEADER)
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    target = await _target(request)
+    limit = _page_size(request)
+    tag_names = (
+        []
+        if limit == 0
+        else await _services(request).manifests.tags(target, request.query.get("last"), limit)
+    )
+    return _paged(request, tag_names, limit, tags_body(target.name, tag_names))
+
+
+async def list_referrers(request: web.Request) -> web.Response:
+    target = await _target(request)
+    artifact_type = request.query.get("artifactType")
+    body = await _services(request).manifests.referrers(
+        target, request.match_info["digest"], artifact_type
+    )
+    headers = dict(API_VERSION_HEADER)
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return web.Response(body=body, headers={**headers, "Content-Type": OCI_INDEX})
+
+
+async def catalog(request: web.Request) -> web.Response:
+    limit = _page_size(request)
+    names = (
+        []
+        if limit == 0
+        else await _services(request).manifests.catalog(request.query.get("last"), limit)
+    )
+    return _paged(request, names, limit, json.dumps({"repositories": names}).encode())
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    name = "/v2/{name:[^{}]+?}"
+    router.add_get("/v2/", api_version)
+    router.add_get("/v2/_catalog", catalog)
+    router.add_get(name + "/manifests/{reference}", get_manifest)
+    router.add_route("PUT", name + "/manifests/{reference}", put_manifest)
+    router.add_route("DELETE", name + "/manifests/{reference}", delete_manifest)
+    router.add_route("POST", name + "/blobs/uploads/", start_upload)
+    router.add_route("GET", name + "/blobs/uploads/{upload_id}", upload_status)
+    router.add_route("PATCH", name + "/blobs/uploads/{upload_id}", patch_upload)
+    router.add_route("PUT", name + "/blobs/uploads/{upload_id}", finish_upload)
+    router.add_route("DELETE", name + "/blobs/uploads/{upload_id}", cancel_upload)
+    router.add_get(name + "/blobs/{digest}", get_blob)
+    router.add_route("DELETE", name + "/blobs/{digest}", delete_blob)
+    router.add_route("GET", name + "/tags/list", list_tags)
+    router.add_route("GET", name + "/referrers/{digest}", list_referrers)

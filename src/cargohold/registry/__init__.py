@@ -1,0 +1,1 @@
+"""The domain: projects, repositories, the name router, blobs, uploads, manifests, tags."""

@@ -1,0 +1,74 @@
+"""Reading, mounting and deleting blobs: each readable only through images that hold it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cargohold.db.metadata import MetadataStore, StillReferenced
+from cargohold.oci.digest import Digest
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.registry.router import NameRouter, Target
+from cargohold.storage import BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class BlobContent:
+    digest: str
+    size: int
+    path: Path
+
+
+def blob_unknown(digest: str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in this repository")
+
+
+class BlobService:
+    def __init__(self, metadata: MetadataStore, store: BlobStore, router: NameRouter) -> None:
+        self._metadata = metadata
+        self._store = store
+        self._router = router
+
+    async def _linked_size(self, target: Target, digest: str) -> int | None:
+        image_id = await self._router.image_id(target)
+        if image_id is None:
+            return None
+        return await self._metadata.blob_size(image_id, digest)
+
+    async def get(self, target: Target, reference: str) -> BlobContent:
+        digest = str(Digest.parse(reference))
+        size = await self._linked_size(target, digest)
+        if size is None or await self._store.size(digest) is None:
+            raise blob_unknown(digest)
+        return BlobContent(digest, size, self._store.local_path(digest))
+
+    async def mount(self, target: Target, reference: str, source_name: str) -> str | None:
+        """Link a blob of another image here; None when the source does not hold it."""
+        digest = str(Digest.parse(reference))
+        try:
+            source = await self._router.resolve(source_name)
+        except RegistryError:
+            return None
+        size = await self._linked_size(source, digest)
+        if size is None or await self._store.size(digest) is None:
+            return None
+        image_id = await self._router.image_id(target, create=True)
+        assert image_id is not None
+        await self._metadata.link_blob(image_id, digest, size)
+        return digest
+
+    async def delete(self, target: Target, reference: str) -> None:
+        digest = str(Digest.parse(reference))
+        image_id = await self._router.image_id(target)
+        try:
+            deleted = image_id is not None and await self._metadata.unlink_blob(image_id, digest)
+        except StillReferenced as error:
+            raise RegistryError(
+                ErrorCode.DENIED,
+                f"blob {digest} is still used by manifest {', '.join(error.by)} in"
+                f" {target.name}; delete the manifest first",
+                status=409,
+                detail={"manifests": error.by},
+            ) from None
+        if not deleted:
+            raise blob_unknown(digest)

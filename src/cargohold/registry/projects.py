@@ -1,0 +1,64 @@
+"""Projects and the repositories inside them."""
+
+from __future__ import annotations
+
+import re
+
+from cargohold.db.metadata import AlreadyExists, MetadataStore, ProjectRecord, RepositoryRecord
+from cargohold.registry.errors import Conflict, InvalidInput, NotFound
+from cargohold.registry.router import NameRouter
+
+# One component of the OCI name grammar: projects and repositories are name components.
+COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+MAX_COMPONENT_LENGTH = 100
+REPOSITORY_KINDS = ("hosted",)
+REPOSITORY_FORMATS = ("docker",)
+
+
+def _check_component(what: str, value: str) -> None:
+    if len(value) > MAX_COMPONENT_LENGTH or not COMPONENT.fullmatch(value):
+        raise InvalidInput(
+            f"{what} name {value!r} is invalid: use lowercase letters and digits, separated"
+            f" by '.', '_', '__' or dashes, at most {MAX_COMPONENT_LENGTH} characters"
+        )
+
+
+class ProjectService:
+    def __init__(self, metadata: MetadataStore, router: NameRouter) -> None:
+        self._metadata = metadata
+        self._router = router
+
+    async def create_project(self, name: str) -> ProjectRecord:
+        _check_component("project", name)
+        try:
+            return await self._metadata.create_project(name)
+        except AlreadyExists:
+            raise Conflict(f"project {name!r} already exists") from None
+
+    async def list_projects(self) -> list[ProjectRecord]:
+        return await self._metadata.list_projects()
+
+    async def create_repository(
+        self, project_name: str, name: str, kind: str = "hosted", format: str = "docker"
+    ) -> RepositoryRecord:
+        _check_component("repository", name)
+        if kind not in REPOSITORY_KINDS:
+            raise InvalidInput(
+                f"repository type {kind!r} is not supported; choose {', '.join(REPOSITORY_KINDS)}"
+            )
+        if format not in REPOSITORY_FORMATS:
+            raise InvalidInput(
+                f"format {format!r} is not supported; choose {', '.join(REPOSITORY_FORMATS)}"
+            )
+        project = await self._metadata.get_project(project_name)
+        if project is None:
+            raise NotFound(f"project {project_name!r} does not exist")
+        try:
+            repository = await self._metadata.create_repository(project, name, kind, format)
+        except AlreadyExists:
+            raise Conflict(f"repository {project_name}/{name} already exists") from None
+        self._router.invalidate()
+        return repository
+
+    async def list_repositories(self) -> list[RepositoryRecord]:
+        return await self._metadata.list_repositories()

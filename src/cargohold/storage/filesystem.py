@@ -1,0 +1,122 @@
+"""Blobs as files under one folder: `blobs/<algorithm>/<first two>/<encoded>`.
+
+Uploads are written to `uploads/<id>` and renamed into place once their digest has been
+verified, so a crash at any moment leaves either the whole blob or nothing under `blobs/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cargohold.storage.base import BlobStore, UploadWriter
+
+READ_CHUNK = 1 << 20
+
+
+class _FileUploadWriter(UploadWriter):
+    def __init__(self, path: Path) -> None:
+        self._file: BinaryIO = path.open("ab")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    async def close(self) -> None:
+        self._file.close()
+
+
+class FilesystemBlobStore(BlobStore):
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._uploads = root / "uploads"
+        self._fsync = fsync
+        for folder in (self._blobs, self._uploads):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _blob_path(self, digest: str) -> Path:
+        algorithm, _, encoded = digest.partition(":")
+        return self._blobs / algorithm / encoded[:2] / encoded
+
+    def _upload_path(self, upload_id: str) -> Path:
+        # Ids come from URLs: only our own uuid4 hex form may name a file.
+        if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
+            raise FileNotFoundError(upload_id)
+        return self._uploads / upload_id
+
+    async def size(self, digest: str) -> int | None:
+        try:
+            return self._blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> Path:
+        return self._blob_path(digest)
+
+    async def read_bytes(self, digest: str) -> bytes:
+        return self._blob_path(digest).read_bytes()
+
+    async def put_bytes(self, digest: str, data: bytes) -> None:
+        target = self._blob_path(digest)
+        if target.exists():
+            return
+        # Named like an upload so that the stale-upload sweep removes it after a crash.
+        scratch = self._uploads / uuid.uuid4().hex
+        with scratch.open("wb") as file:
+            file.write(data)
+            if self._fsync:
+                os.fsync(file.fileno())
+        self._move_into_place(scratch, target)
+
+    async def delete(self, digest: str) -> None:
+        self._blob_path(digest).unlink(missing_ok=True)
+
+    async def start_upload(self, upload_id: str) -> None:
+        self._upload_path(upload_id).touch(exist_ok=False)
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self._upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def upload_writer(self, upload_id: str) -> UploadWriter:
+        return _FileUploadWriter(self._upload_path(upload_id))
+
+    async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
+        with self._upload_path(upload_id).open("rb") as file:
+            while chunk := file.read(READ_CHUNK):
+                yield chunk
+                await asyncio.sleep(0)
+
+    async def commit_upload(self, upload_id: str, digest: str) -> None:
+        source = self._upload_path(upload_id)
+        if self._fsync:
+            await asyncio.to_thread(_fsync_path, source)
+        self._move_into_place(source, self._blob_path(digest))
+
+    async def discard_upload(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._upload_path(upload_id).unlink(missing_ok=True)
+
+    async def upload_ids(self) -> list[str]:
+        return [path.name for path in self._uploads.iterdir() if len(path.name) == 32]
+
+    def _move_into_place(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        if self._fsync:
+            _fsync_path(target.parent)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
