@@ -29,7 +29,7 @@ class Settings(BaseModel):
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
     )
     max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    upload_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    upload_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     cleanup_interval_seconds: int = Field(default=600, ge=1)
     fsync: bool = True
     log_level: str = "INFO"

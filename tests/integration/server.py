@@ -1,0 +1,106 @@
+"""The real Cargohold server in a child process, on a real socket, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+STARTUP_SECONDS = 30.0
+STOP_SECONDS = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cargohold(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the command line against a data folder, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cargohold", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
+
+
+class Server:
+    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return cargohold(*args, data_dir=self.data_dir, check=check)
+
+    def create_repository(self, project: str, repository: str) -> str:
+        """Create the project (when new) and a hosted repository; return its prefix."""
+        self.cli("project", "create", project, check=False)
+        self.cli("repo", "create", project, repository, "--type", "hosted")
+        return f"{project}/{repository}"
+
+    def unique_name(self, prefix: str = "test/hosted") -> str:
+        return f"{prefix}/img-{uuid.uuid4().hex[:10]}"
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cargohold", *args, "--data-dir", str(self.data_dir)]
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        """Start serving; `env` adds CARGOHOLD_* settings for this run."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*self._command("serve"), "--port", str(self.port), *extra],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited at start:\n{self.log()}")
+            try:
+                requests.get(self.url + "/healthz", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start in {STARTUP_SECONDS}s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a power cut or the OOM killer would cause."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_SECONDS)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
