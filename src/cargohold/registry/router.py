@@ -3,8 +3,8 @@
 Every repository contributes its canonical prefix `<project>/<repository>/` to one table;
 a name resolves to the longest prefix it starts with, and what follows is the image name.
 The table is kept in memory and reloaded when it may be stale: after a few seconds, after a
-change made through this process, and (at most once a second) when a name finds no prefix,
-so a repository created by another process is found at once.
+change made through this process, and when a name finds no prefix, so a repository created
+by another process is found at once (misses that arrive together share one reload).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.names import validate_name
 
 TABLE_MAX_AGE_SECONDS = 5.0
-MISS_RELOAD_INTERVAL_SECONDS = 1.0
 IMAGE_ID_CACHE_SIZE = 100_000
 
 
@@ -43,9 +42,9 @@ class NameRouter:
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
 
-    async def _reload(self, if_older_than: float) -> None:
+    async def _reload(self, if_loaded_before: float) -> None:
         async with self._lock:
-            if time.monotonic() - self._loaded_at < if_older_than:
+            if self._loaded_at >= if_loaded_before:
                 return
             repositories = await self._metadata.list_repositories()
             self._prefixes = {repository.prefix: repository for repository in repositories}
@@ -64,11 +63,12 @@ class NameRouter:
 
     async def resolve(self, name: str) -> Target:
         validate_name(name)
-        if time.monotonic() - self._loaded_at > TABLE_MAX_AGE_SECONDS:
-            await self._reload(TABLE_MAX_AGE_SECONDS)
+        asked_at = time.monotonic()
+        if asked_at - self._loaded_at > TABLE_MAX_AGE_SECONDS:
+            await self._reload(asked_at - TABLE_MAX_AGE_SECONDS)
         target = self._match(name)
         if target is None:
-            await self._reload(MISS_RELOAD_INTERVAL_SECONDS)
+            await self._reload(asked_at)
             target = self._match(name)
         if target is None:
             raise RegistryError(

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from cargohold.storage import FilesystemBlobStore
+
+DATA = b"some bytes of a layer"
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+async def _read_upload(store: FilesystemBlobStore, upload_id: str) -> bytes:
+    return b"".join([chunk async for chunk in store.read_upload(upload_id)])
+
+
+def test_an_upload_becomes_a_blob_only_when_committed(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path)
+        await store.start_upload("a" * 32)
+        async with store.upload_writer("a" * 32) as writer:
+            writer.write(DATA[:5])
+        async with store.upload_writer("a" * 32) as writer:
+            writer.write(DATA[5:])
+        assert await store.upload_size("a" * 32) == len(DATA)
+        assert await _read_upload(store, "a" * 32) == DATA
+        assert await store.size(DIGEST) is None
+        await store.commit_upload("a" * 32, DIGEST)
+        assert await store.size(DIGEST) == len(DATA)
+        assert store.local_path(DIGEST).read_bytes() == DATA
+        assert await store.upload_size("a" * 32) is None
+        assert await store.upload_ids() == []
+
+    asyncio.run(run())
+
+
+def test_small_blobs_and_deletion(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path, fsync=False)
+        await store.put_bytes(DIGEST, DATA)
+        await store.put_bytes(DIGEST, DATA)  # storing twice is harmless
+        assert await store.read_bytes(DIGEST) == DATA
+        await store.delete(DIGEST)
+        await store.delete(DIGEST)
+        assert await store.size(DIGEST) is None
+        assert await store.upload_ids() == []
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("upload_id", ["../../etc/passwd", "A" * 32, "a" * 31, ""])
+def test_upload_ids_that_are_not_ours_name_no_file(tmp_path: Path, upload_id: str) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path)
+        assert await store.upload_size(upload_id) is None
+        await store.discard_upload(upload_id)
+
+    asyncio.run(run())
+
+
+def test_discarding_removes_the_bytes(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path)
+        await store.start_upload("b" * 32)
+        assert await store.upload_ids() == ["b" * 32]
+        await store.discard_upload("b" * 32)
+        assert await store.upload_ids() == []
+
+    asyncio.run(run())
