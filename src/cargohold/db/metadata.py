@@ -147,6 +147,11 @@ class MetadataStore:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
 
+    async def ping(self) -> None:
+        """Raises when the database does not answer."""
+        async with self._read() as conn:
+            await conn.execute(select(1))
+
     # Projects and repositories
 
     async def create_project(self, name: str) -> ProjectRecord:

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+
+from cargohold.http.context import services
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """The process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The process can serve: its metadata database answers."""
+    try:
+        await services(request).metadata.ping()
+    except Exception as error:
+        log.warning("not ready: the metadata database does not answer: %s", error)
+        return web.json_response(
+            {"status": "unavailable", "reason": "metadata database does not answer"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     return web.json_response({"status": "ok"})
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/readyz", readyz)
