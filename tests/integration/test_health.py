@@ -10,4 +10,3 @@ def test_liveness_and_readiness(server: Server) -> None:
         response = requests.get(server.url + path, timeout=10)
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
-

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.oci_client import OciClient
+from tests.integration.server import Server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the session, with the hosted repository `test/hosted`.
+
+    Tests share it, each under its own image name (`server.unique_name()`).
+    """
+    instance = Server(tmp_path_factory.mktemp("cargohold") / "data")
+    instance.create_repository("test", "hosted")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, for tests that stop, kill or reconfigure it."""
+    instance = Server(tmp_path / "data")
+    instance.create_repository("test", "hosted")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def name(server: Server) -> str:
+    """A fresh image name in `test/hosted`."""
+    return server.unique_name()
+
+
+@pytest.fixture(scope="session")
+def other_repository(server: Server) -> str:
+    """A second hosted repository, `test2/other`, in the session's server (idempotent)."""
+    prefix = "test2/other"
+    server.cli("project", "create", "test2", check=False)
+    server.cli("repo", "create", "test2", "other", "--type", "hosted", check=False)
+    assert f"{prefix}\t" in server.cli("repo", "list").stdout
+    # The server reloads its prefix table on a miss at most once a second.
+    deadline = time.monotonic() + 10
+    probe = f"{server.url}/v2/{prefix}/probe/manifests/latest"
+    while "MANIFEST_UNKNOWN" not in requests.get(probe, timeout=10).text:
+        assert time.monotonic() < deadline, "the server never found test2/other"
+        time.sleep(0.2)
+    return prefix
+
+
+@pytest.fixture
+def oci(server: Server) -> OciClient:
+    """A protocol client of the session's server."""
+    return OciClient(server.url)
