@@ -18,6 +18,7 @@ from cargohold.registry.manifests import tags_body
 from cargohold.registry.router import Target
 
 BODY_CHUNK = 1 << 20
+MAX_PAGE_SIZE = 1 << 31
 
 
 async def _target(request: web.Request) -> Target:
@@ -60,11 +61,12 @@ def _page_size(request: web.Request) -> int | None:
     raw = request.query.get("n")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise RegistryError(
             ErrorCode.UNSUPPORTED, f"n={raw!r} is not a non-negative integer", status=400
         )
-    return int(raw)
+    # Beyond this a page is everything anyway; larger values overflow the database's LIMIT.
+    return MAX_PAGE_SIZE if len(raw) > 10 else min(int(raw), MAX_PAGE_SIZE)
 
 
 def _paged(request: web.Request, items: list[str], limit: int | None, body: bytes) -> web.Response:
@@ -142,9 +144,28 @@ async def delete_manifest(request: web.Request) -> web.Response:
     return web.Response(status=202, headers=API_VERSION_HEADER)
 
 
+def _range_unsatisfiable(request: web.Request, size: int) -> bool:
+    """Whether FileResponse would answer the Range with a bare 416 (no If-Range involved)."""
+    if "Range" not in request.headers or request.if_range is not None:
+        return False
+    try:
+        start = request.http_range.start
+    except ValueError:
+        return True
+    return start is not None and start >= size
+
+
 async def get_blob(request: web.Request) -> web.StreamResponse:
     target = await _target(request)
     blob = await _services(request).blobs.get(target, request.match_info["digest"])
+    if _range_unsatisfiable(request, blob.size):
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID,
+            f"Range {request.headers['Range']!r} is not satisfiable:"
+            f" the blob has {blob.size} bytes",
+            status=416,
+            headers={"Content-Range": f"bytes */{blob.size}"},
+        )
     return web.FileResponse(
         blob.path,
         headers={
