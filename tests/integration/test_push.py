@@ -199,6 +199,23 @@ def test_bad_chunk_is_refused_and_the_upload_goes_on(
     assert_blob_created(oci, closing, data)
 
 
+def test_streamed_chunk_longer_than_its_range_is_refused(oci: OciClient, name: str) -> None:
+    """Without Content-Length the server counts: nothing past the declared range is kept."""
+    data = os.urandom(20)
+    location = oci.start_upload(name)
+    response = oci.request(
+        "PATCH",
+        location,
+        data=iter([data[:15]]),  # a generator body goes out with chunked transfer encoding
+        headers={"Content-Range": "0-9", "Content-Type": "application/octet-stream"},
+    )
+    oci.expect_error(response, 400, "SIZE_INVALID")
+    status = oci.request("GET", location)
+    assert (status.status_code, status.headers["Range"]) == (204, "0-0")  # nothing kept
+    closing = oci.close_upload(location, sha256(data), data, start=0)
+    assert_blob_created(oci, closing, data)
+
+
 # Digests
 
 

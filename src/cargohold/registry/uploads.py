@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from cargohold.db.metadata import MetadataStore, UploadRecord
@@ -126,6 +126,7 @@ class UploadService:
                     f"Content-Length {content_length} does not match Content-Range"
                     f" {chunk.start}-{chunk.end}",
                 )
+            body = _at_most(body, chunk.length)
         running = self._hashes.get(record.id)
         if running is not None and running.offset != received:
             running = None
@@ -227,3 +228,16 @@ class UploadService:
         if removed:
             log.info("removed %d stale upload sessions", removed)
         return removed
+
+
+async def _at_most(body: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The body, refused before a byte beyond its declared Content-Range is stored."""
+    seen = 0
+    async for data in body:
+        seen += len(data)
+        if seen > limit:
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID,
+                f"the chunk holds more than the {limit} bytes its Content-Range declares",
+            )
+        yield data
