@@ -12,15 +12,13 @@ from cargohold.oci.errors import ErrorCode, RegistryError, error_body
 
 log = logging.getLogger(__name__)
 
-API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
-
 
 def error_response(error: RegistryError) -> web.Response:
     return web.Response(
         status=error.status,
         body=error_body(error),
         content_type="application/json",
-        headers={**API_VERSION_HEADER, **error.headers},
+        headers=error.headers,
     )
 
 

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cargohold.http.context import services as _services
-from cargohold.http.errors import API_VERSION_HEADER
 from cargohold.oci.digest import digest_algorithm_param
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
@@ -39,7 +38,6 @@ def _upload_location(name: str, upload_id: str) -> str:
 
 def _upload_headers(name: str, upload_id: str, received: int) -> dict[str, str]:
     return {
-        **API_VERSION_HEADER,
         "Location": _upload_location(name, upload_id),
         "Range": upload_range_header(received),
         "Docker-Upload-UUID": upload_id,
@@ -50,7 +48,6 @@ def _blob_created(name: str, digest: str) -> web.Response:
     return web.Response(
         status=201,
         headers={
-            **API_VERSION_HEADER,
             "Location": f"/v2/{name}/blobs/{digest}",
             "Docker-Content-Digest": digest,
         },
@@ -71,7 +68,7 @@ def _page_size(request: web.Request) -> int | None:
 
 def _paged(request: web.Request, items: list[str], limit: int | None, body: bytes) -> web.Response:
     """A page of a listing, with a `Link` to the next one when the listing goes on."""
-    headers = dict(API_VERSION_HEADER)
+    headers: dict[str, str] = {}
     if limit and len(items) == limit:
         query = urlencode({"n": limit, "last": items[-1]})
         headers["Link"] = f'<{request.path}?{query}>; rel="next"'
@@ -79,7 +76,7 @@ def _paged(request: web.Request, items: list[str], limit: int | None, body: byte
 
 
 async def api_version(request: web.Request) -> web.Response:
-    return web.json_response({}, headers=API_VERSION_HEADER)
+    return web.json_response({})
 
 
 async def get_manifest(request: web.Request) -> web.Response:
@@ -91,7 +88,6 @@ async def get_manifest(request: web.Request) -> web.Response:
     return web.Response(
         body=manifest.body,
         headers={
-            **API_VERSION_HEADER,
             "Content-Type": manifest.media_type,
             "Docker-Content-Digest": manifest.digest,
             "ETag": f'"{manifest.digest}"',
@@ -127,7 +123,6 @@ async def put_manifest(request: web.Request) -> web.Response:
         request.query.getall("tag", []),
     )
     headers = {
-        **API_VERSION_HEADER,
         "Location": f"/v2/{target.name}/manifests/{stored.digest}",
         "Docker-Content-Digest": stored.digest,
     }
@@ -141,7 +136,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def delete_manifest(request: web.Request) -> web.Response:
     target = await _target(request)
     await _services(request).manifests.delete(target, request.match_info["reference"])
-    return web.Response(status=202, headers=API_VERSION_HEADER)
+    return web.Response(status=202)
 
 
 def _range_unsatisfiable(request: web.Request, size: int) -> bool:
@@ -169,7 +164,6 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(
         blob.path,
         headers={
-            **API_VERSION_HEADER,
             "Content-Type": "application/octet-stream",
             "Docker-Content-Digest": blob.digest,
         },
@@ -179,7 +173,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 async def delete_blob(request: web.Request) -> web.Response:
     target = await _target(request)
     await _services(request).blobs.delete(target, request.match_info["digest"])
-    return web.Response(status=202, headers=API_VERSION_HEADER)
+    return web.Response(status=202)
 
 
 async def start_upload(request: web.Request) -> web.Response:
@@ -246,7 +240,7 @@ async def finish_upload(request: web.Request) -> web.Response:
 async def cancel_upload(request: web.Request) -> web.Response:
     target = await _target(request)
     await _services(request).uploads.cancel(target, request.match_info["upload_id"])
-    return web.Response(status=204, headers=API_VERSION_HEADER)
+    return web.Response(status=204)
 
 
 async def list_tags(request: web.Request) -> web.Response:
@@ -266,10 +260,10 @@ async def list_referrers(request: web.Request) -> web.Response:
     body = await _services(request).manifests.referrers(
         target, request.match_info["digest"], artifact_type
     )
-    headers = dict(API_VERSION_HEADER)
+    headers = {"Content-Type": OCI_INDEX}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
-    return web.Response(body=body, headers={**headers, "Content-Type": OCI_INDEX})
+    return web.Response(body=body, headers=headers)
 
 
 async def catalog(request: web.Request) -> web.Response:
@@ -282,7 +276,13 @@ async def catalog(request: web.Request) -> web.Response:
     return _paged(request, names, limit, json.dumps({"repositories": names}).encode())
 
 
+async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/v2/"):
+        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(_api_version_header)
     router = app.router
     name = "/v2/{name:[^{}]+?}"
     router.add_get("/v2/", api_version)
