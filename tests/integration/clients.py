@@ -14,7 +14,8 @@ Typical use::
 
     with DockerDaemon(tmp_path / "docker") as docker:
         docker.login(registry, "u", "p")
-        docker.load(skopeo, image.ref, "team/app:v1")
+        docker.load(skopeo, image.ref, f"{registry}/team/app:v2")
+        digest = docker.push(f"{registry}/team/app:v2")
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def run(
     input: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     cwd: Path | None = None,
-) -> str:
-    """Run a command to completion and return its stdout; raise ClientError on failure."""
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion with captured output; raise ClientError on failure."""
     args = [str(a) for a in argv]
     try:
         done = subprocess.run(
@@ -129,7 +130,7 @@ def run(
         raise ClientError(args, None, _text(exc.stdout), _text(exc.stderr)) from exc
     if done.returncode != 0:
         raise ClientError(args, done.returncode, done.stdout, done.stderr)
-    return done.stdout
+    return done
 
 
 def wait_until(
@@ -184,6 +185,9 @@ def write_json(path: Path, value: Any) -> Path:
 class CliClient:
     """One command-line client: its binary, fixed leading arguments and environment."""
 
+    login_args: tuple[str, ...] | None = ("login", "--tls-verify=false")
+    """The login subcommand and its flags, None for a client without one."""
+
     def __init__(
         self, binary: str, *, args: Sequence[str | Path] = (), env: Mapping[str, str] | None = None
     ):
@@ -191,19 +195,35 @@ class CliClient:
         self.args = [str(a) for a in args]
         self.env = dict(env or {})
 
+    def run(
+        self, *args: str | Path, input: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``binary ARGS... args...``; raise ClientError on failure."""
+        return run([self.binary, *self.args, *args], env=self.env, input=input, timeout=timeout)
+
     def __call__(
         self, *args: str | Path, input: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> str:
-        """Run ``binary ARGS... args...``; return stdout, raise ClientError on failure."""
-        return run([self.binary, *self.args, *args], env=self.env, input=input, timeout=timeout)
+        """Like ``run``, returning stdout."""
+        return self.run(*args, input=input, timeout=timeout).stdout
+
+    def login(self, registry: str, user: str, password: str) -> None:
+        """Store credentials for ``registry`` (``HOST:PORT``) in the client's isolated config."""
+        if self.login_args is None:
+            raise TypeError(f"{self.binary} has no login: pass credentials to each command")
+        self(*self.login_args, "-u", user, "--password-stdin", registry, input=password)
 
 
 # --- daemons ----------------------------------------------------------------------------------
 
 
-def _process_group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
-    members = []
+Proc = tuple[int, int]
+"""A process identity that survives pid reuse: (pid, start time in clock ticks since boot)."""
+
+
+def _live_processes() -> dict[Proc, int]:
+    """Every live (non-zombie) process and its parent pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -211,15 +231,54 @@ def _process_group(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        # "pid (comm) state ppid ... starttime(22nd)"; comm may hold spaces and parentheses.
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            found[(int(entry.name), int(fields[19]))] = int(fields[1])
+    return found
+
+
+def descendants(pid: int) -> set[Proc]:
+    """Live processes below ``pid`` (children, grandchildren, ...)."""
+    live = _live_processes()
+    found: set[Proc] = set()
+    frontier = {pid}
+    while frontier:
+        children = {proc for proc, parent in live.items() if parent in frontier}
+        found |= children
+        frontier = {child_pid for child_pid, _ in children}
+    return found
+
+
+def _stop_processes(procs: set[Proc], timeout: float) -> None:
+    """SIGTERM each process by pid, wait up to ``timeout``, SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = procs & _live_processes().keys()
+        if not left:
+            return
+        for pid, _ in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not procs & _live_processes().keys(), timeout=timeout, what="stop")
+
+
+def unmount_under(directory: Path) -> None:
+    """Unmount every mount at or below ``directory``, deepest first. dockerd bind-mounts its
+    data root onto itself and only undoes that on a clean shutdown."""
+    root = directory.resolve()
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # The mount point is the 5th field, with space, tab, newline and backslash escaped.
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]))
+        if point == root or root in point.parents:
+            mounts.append(point)
+    for point in sorted(mounts, key=lambda p: len(p.parts), reverse=True):
+        run(["umount", point])
 
 
 class Daemon:
-    """A background process in its own process group, logging to a file, stopped by pid.
+    """A background process in its own session, logging to a file, stopped by pid.
 
     ``rundir`` is a ``short_dir`` for its sockets, removed on stop.
     """
@@ -230,6 +289,8 @@ class Daemon:
         self.log = workdir / f"{name}.log"
         self.rundir = short_dir(workdir, name)
         self.process: subprocess.Popen[bytes] | None = None
+        self.family: set[Proc] = set()
+        """Processes the daemon started, as seen when it got ready and when it is stopped."""
 
     @property
     def pid(self) -> int | None:
@@ -267,12 +328,14 @@ class Daemon:
             wait_until(ready, timeout=timeout, what=self.name)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.log_tail()}") from exc
+        if self.process is not None:
+            self.family |= descendants(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the daemon by pid and wait; SIGKILL if it lingers; then the same for any
-        process it left in its process group. Removes ``rundir``."""
+        """SIGTERM the daemon by pid and wait (SIGKILL if it lingers), then do the same for
+        any process it had started that outlived it. Removes ``rundir``."""
         if self.process is not None:
-            pgid = self.process.pid
+            self.family |= descendants(self.process.pid)
             if self.process.poll() is None:
                 self.process.terminate()
                 try:
@@ -280,28 +343,37 @@ class Daemon:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait(timeout)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if not _process_group(pgid):
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, sig)
-                with contextlib.suppress(TimeoutError):
-                    wait_until(lambda: not _process_group(pgid), timeout=timeout, what=self.name)
+            _stop_processes(self.family, timeout)
             self.process = None
+            self.family = set()
         shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 class _DaemonClient(CliClient):
-    """A CLI client whose daemon this object starts on ``__enter__`` and stops on ``__exit__``."""
+    """A CLI client whose daemon this object starts on ``__enter__`` and stops on ``__exit__``;
+    the daemon is ready once its ``socket`` exists and ``CLIENT version`` answers."""
 
     daemon: Daemon
+    socket: Path
+    startup_timeout: float
+    workdir: Path
 
-    def _start(self) -> None:
+    def _daemon_argv(self) -> list[str | Path]:
         raise NotImplementedError
+
+    def _ping(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            self("version", timeout=10)
+        except ClientError:
+            return False
+        return True
 
     def __enter__(self) -> Self:
         try:
-            self._start()
+            self.daemon.start(self._daemon_argv())
+            self.daemon.wait_ready(self._ping, timeout=self.startup_timeout)
         except BaseException:
             self.daemon.stop()
             raise
@@ -314,6 +386,7 @@ class _DaemonClient(CliClient):
         tb: TracebackType | None,
     ) -> None:
         self.daemon.stop()
+        unmount_under(self.workdir)
 
 
 # --- skopeo -----------------------------------------------------------------------------------
@@ -337,11 +410,6 @@ class Skopeo(CliClient):
         super().__init__(
             find_binary("skopeo"),
             env={"REGISTRY_AUTH_FILE": str(auth), "TMPDIR": str(workdir / "skopeo-tmp")},
-        )
-
-    def login(self, registry: str, user: str, password: str) -> None:
-        self(
-            "login", "--tls-verify=false", "-u", user, "--password-stdin", registry, input=password
         )
 
     def copy(
@@ -414,11 +482,6 @@ class _ContainersTool(CliClient):
                 *extra_args,
             ],
             env={"REGISTRY_AUTH_FILE": str(auth), "TMPDIR": str(storage / "tmp")},
-        )
-
-    def login(self, registry: str, user: str, password: str) -> None:
-        self(
-            "login", "--tls-verify=false", "-u", user, "--password-stdin", registry, input=password
         )
 
     def pull(self, ref: str, *, creds: str | None = None) -> str:
@@ -519,6 +582,8 @@ class DockerDaemon(_DaemonClient):
     The CLI is the one beside dockerd from docker.io, not a newer ``docker`` earlier on PATH.
     """
 
+    login_args = ("login",)
+
     def __init__(self, workdir: Path, *, startup_timeout: float = 60.0):
         self.dockerd = find_binary("dockerd")
         self.daemon = Daemon("dockerd", workdir)
@@ -534,41 +599,25 @@ class DockerDaemon(_DaemonClient):
             },
         )
 
-    def _start(self) -> None:
+    def _daemon_argv(self) -> list[str | Path]:
         exec_root = self.daemon.rundir
-        daemon_json = write_json(self.workdir / "daemon.json", {})
-        self.daemon.start(
-            [
-                self.dockerd,
-                "--config-file",
-                daemon_json,
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-                "--storage-driver=vfs",
-                "--data-root",
-                self.workdir / "data",
-                "--exec-root",
-                exec_root,
-                "--pidfile",
-                exec_root / "dockerd.pid",
-                "-H",
-                f"unix://{self.socket}",
-            ]
-        )
-        self.daemon.wait_ready(self._ping, timeout=self.startup_timeout)
-
-    def _ping(self) -> bool:
-        if not self.socket.exists():
-            return False
-        try:
-            self("version", timeout=10)
-        except ClientError:
-            return False
-        return True
-
-    def login(self, registry: str, user: str, password: str) -> None:
-        self("login", "-u", user, "--password-stdin", registry, input=password)
+        return [
+            self.dockerd,
+            "--config-file",
+            write_json(self.workdir / "daemon.json", {}),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+            "--data-root",
+            self.workdir / "data",
+            "--exec-root",
+            exec_root,
+            "--pidfile",
+            exec_root / "dockerd.pid",
+            "-H",
+            f"unix://{self.socket}",
+        ]
 
     def load(self, skopeo: Skopeo, src: str, name: str) -> None:
         """Load ``src`` (any skopeo source, e.g. ``oci:DIR:tag``) as image ``name`` (name:tag)."""
@@ -615,6 +664,8 @@ class Containerd(_DaemonClient):
     ``workdir``) and a ``ctr -a SOCK`` runner. Use as a context manager. ``user`` arguments
     are ``"user:password"``."""
 
+    login_args = None
+
     def __init__(self, workdir: Path, *, startup_timeout: float = 60.0):
         self.containerd = find_binary("containerd")
         self.daemon = Daemon("containerd", workdir)
@@ -627,7 +678,7 @@ class Containerd(_DaemonClient):
             env={"CONTAINERD_SNAPSHOTTER": "native"},
         )
 
-    def _config(self) -> Path:
+    def _daemon_argv(self) -> list[str | Path]:
         run_dir, data = self.daemon.rundir, self.workdir
         disabled = [
             "io.containerd.grpc.v1.cri",
@@ -648,20 +699,7 @@ class Containerd(_DaemonClient):
             '[metrics]\naddress = ""\n'
             f'[plugins."io.containerd.internal.v1.opt"]\npath = "{data / "opt"}"\n'
         )
-        return config
-
-    def _start(self) -> None:
-        self.daemon.start([self.containerd, "--config", self._config()])
-        self.daemon.wait_ready(self._ping, timeout=self.startup_timeout)
-
-    def _ping(self) -> bool:
-        if not self.socket.exists():
-            return False
-        try:
-            self("version", timeout=10)
-        except ClientError:
-            return False
-        return True
+        return [self.containerd, "--config", config]
 
     def pull(self, ref: str, *, user: str | None = None, all_platforms: bool = False) -> None:
         """``ctr images pull --plain-http`` of ``HOST/name:tag``; ``all_platforms`` fetches every
@@ -714,6 +752,7 @@ class Helm(CliClient):
             missing(f"{name} not installed in .tools/bin: {INSTALL_HINT}")
         self.workdir = workdir
         self.major = int(name[-1])
+        self.login_args = ("registry", "login", "--insecure" if self.major == 3 else "--plain-http")
         home = workdir / name
         super().__init__(
             str(binary),
@@ -724,10 +763,6 @@ class Helm(CliClient):
                 "HELM_REGISTRY_CONFIG": str(home / "config" / "registry" / "config.json"),
             },
         )
-
-    def login(self, host: str, user: str, password: str) -> None:
-        insecure = "--insecure" if self.major == 3 else "--plain-http"
-        self("registry", "login", host, "-u", user, "--password-stdin", insecure, input=password)
 
     def package(self, name: str, version: str, *, app_version: str = "1.0.0") -> Chart:
         """Write a minimal chart (Chart.yaml, values.yaml, one template) and ``helm package`` it."""
@@ -750,7 +785,8 @@ class Helm(CliClient):
 
     def push(self, chart: Chart, oci_url: str) -> str:
         """``helm push CHART.tgz oci://HOST/path --plain-http``; returns the manifest digest."""
-        return _digest_in(self("push", chart.package, oci_url, "--plain-http"))
+        done = self.run("push", chart.package, oci_url, "--plain-http")
+        return _digest_in(done.stdout + done.stderr)  # helm prints the summary on stderr
 
     def pull(self, ref: str, version: str, dest: Path) -> Path:
         """``helm pull oci://HOST/path/NAME --version V --plain-http -d DEST``; returns the tgz."""
@@ -773,13 +809,21 @@ class Helm(CliClient):
 class Oras:
     """oras-py's ``OrasClient(hostname=..., insecure=True)`` with an isolated auth config.
 
-    oras-py sends every request unauthenticated first. ``push`` is the SDK's own (files as
-    layers, unknown config type); ``push_artifact`` builds an OCI 1.1 manifest with
-    ``artifactType`` and the empty config itself, as the SDK's ``push`` cannot.
+    oras-py sends every request unauthenticated first. ``auth_backend`` must match the
+    registry's challenge: "token" for ``Bearer`` (cargohold), "basic" for ``Basic`` (htpasswd
+    without a token server); "token" against a Basic challenge takes the realm for a URL.
+    ``push`` is the SDK's own (files as layers, unknown config type); ``push_artifact`` builds
+    an OCI 1.1 manifest with ``artifactType`` and the empty config itself, as ``push`` cannot.
     """
 
     def __init__(
-        self, workdir: Path, registry: str, *, user: str | None = None, password: str | None = None
+        self,
+        workdir: Path,
+        registry: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        auth_backend: Literal["token", "basic"] = "token",
     ):
         try:
             import oras.client
@@ -789,7 +833,9 @@ class Oras:
         self.workdir = workdir
         self.registry = registry
         self.config_path = str(write_json(workdir / "oras-auth.json", {"auths": {}}))
-        self.client: Any = oras.client.OrasClient(hostname=registry, insecure=True)
+        self.client: Any = oras.client.OrasClient(
+            hostname=registry, insecure=True, auth_backend=auth_backend
+        )
         if user is not None and password is not None:
             self.client.login(
                 username=user,
