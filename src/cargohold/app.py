@@ -27,11 +27,11 @@ async def _sweep_uploads(services: Services, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
-    app[SERVICES] = services or build_services(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        app[SERVICES] = await build_services(settings)
         sweeper = asyncio.create_task(
             _sweep_uploads(app[SERVICES], settings.cleanup_interval_seconds)
         )

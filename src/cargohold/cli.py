@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
     async def run() -> T:
-        services = build_services(settings)
+        services = await build_services(settings)
         try:
             return await action(services)
         finally:

@@ -33,6 +33,15 @@ class Settings(BaseModel):
     cleanup_interval_seconds: int = Field(default=600, ge=1)
     fsync: bool = True
     log_level: str = "INFO"
+    public_url: str | None = Field(
+        default=None, description="the base URL clients use; else taken from each request"
+    )
+    token_service: str = "cargohold"
+    token_issuer: str = "cargohold"
+    token_ttl_seconds: int = Field(default=300, ge=60)
+    admin_password: str | None = None
+    login_failure_limit: int = Field(default=10, ge=1)
+    login_failure_window_seconds: int = Field(default=300, ge=1)
 
     @property
     def metadata_url(self) -> str:

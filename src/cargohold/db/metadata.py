@@ -7,17 +7,13 @@ manifest an index may still point to) do both inside that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cargohold.db.engine import WRITE
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -29,10 +25,7 @@ from cargohold.db.schema import (
     tags,
     uploads,
 )
-
-
-class AlreadyExists(Exception):
-    """A row with the same unique name exists."""
+from cargohold.db.store import AlreadyExists, Store
 
 
 class StillReferenced(Exception):
@@ -48,16 +41,20 @@ class ProjectRecord:
     id: int
     name: str
     created_at: float
+    anonymous_read: bool
 
 
 @dataclass(frozen=True, slots=True)
 class RepositoryRecord:
     id: int
+    project_id: int
     project: str
     name: str
     kind: str
     format: str
     created_at: float
+    anonymous_read: bool
+    project_anonymous_read: bool
 
     @property
     def prefix(self) -> str:
@@ -94,15 +91,19 @@ class UploadRecord:
     image_id: int
     algorithm: str
     created_at: float
+    owner: str | None
 
 
 _REPOSITORY_COLUMNS = (
     repositories.c.id,
+    repositories.c.project_id,
     projects.c.name.label("project"),
     repositories.c.name,
     repositories.c.kind,
     repositories.c.format,
     repositories.c.created_at,
+    repositories.c.anonymous_read,
+    projects.c.anonymous_read.label("project_anonymous_read"),
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -123,45 +124,19 @@ def _manifest(row: Sequence[Any]) -> ManifestRecord:
     return ManifestRecord(*row)
 
 
-class MetadataStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn, conn.begin():
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(**{WRITE: True})
-            async with conn.begin():
-                yield conn
-
-    async def _insert_ignoring_duplicates(
-        self, conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]
-    ) -> None:
-        if not rows:
-            return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
-
-    async def ping(self) -> None:
-        """Raises when the database does not answer."""
-        async with self._read() as conn:
-            await conn.execute(select(1))
-
+class MetadataStore(Store):
     # Projects and repositories
 
-    async def create_project(self, name: str) -> ProjectRecord:
+    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
         now = time.time()
         try:
             async with self._write() as conn:
                 result = await conn.execute(
-                    insert(projects).values(name=name, created_at=now).returning(projects.c.id)
+                    insert(projects)
+                    .values(name=name, created_at=now, anonymous_read=anonymous_read)
+                    .returning(projects.c.id)
                 )
-                return ProjectRecord(result.scalar_one(), name, now)
+                return ProjectRecord(result.scalar_one(), name, now, anonymous_read)
         except IntegrityError as error:
             raise AlreadyExists(name) from error
 
@@ -176,7 +151,7 @@ class MetadataStore:
         return [ProjectRecord(*row) for row in rows]
 
     async def create_repository(
-        self, project: ProjectRecord, name: str, kind: str, format: str
+        self, project: ProjectRecord, name: str, kind: str, format: str, anonymous_read: bool
     ) -> RepositoryRecord:
         now = time.time()
         try:
@@ -184,11 +159,26 @@ class MetadataStore:
                 result = await conn.execute(
                     insert(repositories)
                     .values(
-                        project_id=project.id, name=name, kind=kind, format=format, created_at=now
+                        project_id=project.id,
+                        name=name,
+                        kind=kind,
+                        format=format,
+                        created_at=now,
+                        anonymous_read=anonymous_read,
                     )
                     .returning(repositories.c.id)
                 )
-                return RepositoryRecord(result.scalar_one(), project.name, name, kind, format, now)
+                return RepositoryRecord(
+                    result.scalar_one(),
+                    project.id,
+                    project.name,
+                    name,
+                    kind,
+                    format,
+                    now,
+                    anonymous_read,
+                    project.anonymous_read,
+                )
         except IntegrityError as error:
             raise AlreadyExists(f"{project.name}/{name}") from error
 
@@ -442,11 +432,17 @@ class MetadataStore:
 
     # Upload sessions
 
-    async def create_upload(self, upload_id: str, image_id: int, algorithm: str) -> None:
+    async def create_upload(
+        self, upload_id: str, image_id: int, algorithm: str, owner: str | None
+    ) -> None:
         async with self._write() as conn:
             await conn.execute(
                 insert(uploads).values(
-                    id=upload_id, image_id=image_id, algorithm=algorithm, created_at=time.time()
+                    id=upload_id,
+                    image_id=image_id,
+                    algorithm=algorithm,
+                    created_at=time.time(),
+                    owner=owner,
                 )
             )
 

@@ -17,7 +17,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -37,6 +39,7 @@ projects = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(100), nullable=False, unique=True),
     Column("created_at", Double, nullable=False),
+    Column("anonymous_read", Boolean, nullable=False, server_default=false()),
 )
 
 repositories = Table(
@@ -48,6 +51,7 @@ repositories = Table(
     Column("kind", String(20), nullable=False),
     Column("format", String(20), nullable=False),
     Column("created_at", Double, nullable=False),
+    Column("anonymous_read", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("project_id", "name"),
 )
 
@@ -121,4 +125,79 @@ uploads = Table(
     Column("image_id", ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
     Column("algorithm", String(20), nullable=False),
     Column("created_at", Double, nullable=False),
+    # The subject that opened the session: it may finish it after its token expired.
+    Column("owner", String(150)),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("is_admin", Boolean, nullable=False, server_default=false()),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Double, nullable=False),
+)
+
+# Robot accounts sign in as `sa$<name>`; `name` holds the part after `sa$`.
+robots = Table(
+    "robots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("secret_hash", String(255), nullable=False),
+    Column("description", String(500), nullable=False, server_default=""),
+    Column("expires_at", Double),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double),
+)
+
+# A robot may do `actions` (comma-separated) in a project, or in one repository of it.
+robot_grants = Table(
+    "robot_grants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("robot_id", ForeignKey("robots.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("repository_id", ForeignKey("repositories.id", ondelete="CASCADE")),
+    Column("actions", String(100), nullable=False),
+    UniqueConstraint("robot_id", "project_id", "repository_id"),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("project_id", ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(20), nullable=False),
+)
+
+# Refresh tokens are high-entropy secrets: a SHA-256 of each is enough to look it up.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("service", String(255), nullable=False),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE")),
+    Column("robot_id", ForeignKey("robots.id", ondelete="CASCADE")),
+    Column("created_at", Double, nullable=False),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(100), primary_key=True),
+    Column("private_key_pem", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
+# Failed sign-ins per key (`account:<name>` or `address:<ip>`) in the current window.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("window_start", Double, nullable=False),
+    Column("failures", Integer, nullable=False),
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from cargohold.db.metadata import AlreadyExists, MetadataStore, ProjectRecord, RepositoryRecord
+from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord
+from cargohold.db.store import AlreadyExists
 from cargohold.registry.errors import Conflict, InvalidInput, NotFound
 from cargohold.registry.router import NameRouter
 
@@ -28,10 +29,10 @@ class ProjectService:
         self._metadata = metadata
         self._router = router
 
-    async def create_project(self, name: str) -> ProjectRecord:
+    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
         _check_component("project", name)
         try:
-            return await self._metadata.create_project(name)
+            return await self._metadata.create_project(name, anonymous_read)
         except AlreadyExists:
             raise Conflict(f"project {name!r} already exists") from None
 
@@ -39,7 +40,12 @@ class ProjectService:
         return await self._metadata.list_projects()
 
     async def create_repository(
-        self, project_name: str, name: str, kind: str = "hosted", format: str = "docker"
+        self,
+        project_name: str,
+        name: str,
+        kind: str = "hosted",
+        format: str = "docker",
+        anonymous_read: bool = False,
     ) -> RepositoryRecord:
         _check_component("repository", name)
         if kind not in REPOSITORY_KINDS:
@@ -54,7 +60,9 @@ class ProjectService:
         if project is None:
             raise NotFound(f"project {project_name!r} does not exist")
         try:
-            repository = await self._metadata.create_repository(project, name, kind, format)
+            repository = await self._metadata.create_repository(
+                project, name, kind, format, anonymous_read
+            )
         except AlreadyExists:
             raise Conflict(f"repository {project_name}/{name} already exists") from None
         self._router.invalidate()

@@ -61,6 +61,13 @@ class NameRouter:
                 return Target(name, repository, name[len(prefix) :])
         return None
 
+    async def repositories(self) -> list[RepositoryRecord]:
+        """Every repository, as of a few seconds ago at most."""
+        asked_at = time.monotonic()
+        if asked_at - self._loaded_at > TABLE_MAX_AGE_SECONDS:
+            await self._reload(asked_at - TABLE_MAX_AGE_SECONDS)
+        return list(self._prefixes.values())
+
     async def resolve(self, name: str) -> Target:
         validate_name(name)
         asked_at = time.monotonic()

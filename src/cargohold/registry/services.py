@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cargohold.auth.service import AuthService
+from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
+from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import create_engine_for
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
@@ -21,8 +24,10 @@ from cargohold.storage import BlobStore, FilesystemBlobStore
 class Services:
     engine: AsyncEngine
     metadata: MetadataStore
+    accounts: AccountStore
     store: BlobStore
     router: NameRouter
+    auth: AuthService
     projects: ProjectService
     blobs: BlobService
     uploads: UploadService
@@ -32,16 +37,29 @@ class Services:
         await self.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
+async def build_services(settings: Settings) -> Services:
     engine = create_engine_for(settings.metadata_url)
     metadata = MetadataStore(engine)
+    accounts = AccountStore(engine)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
+    issuer = await TokenIssuer.load(
+        accounts, issuer=settings.token_issuer, ttl_seconds=settings.token_ttl_seconds
+    )
     return Services(
         engine=engine,
         metadata=metadata,
+        accounts=accounts,
         store=store,
         router=router,
+        auth=AuthService(
+            accounts,
+            router,
+            issuer,
+            service=settings.token_service,
+            failure_limit=settings.login_failure_limit,
+            failure_window_seconds=settings.login_failure_window_seconds,
+        ),
         projects=ProjectService(metadata, router),
         blobs=BlobService(metadata, store, router),
         uploads=UploadService(metadata, store, router, ttl_seconds=settings.upload_ttl_seconds),

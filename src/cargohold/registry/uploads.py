@@ -63,12 +63,12 @@ class UploadService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._orphans_seen: set[str] = set()
 
-    async def start(self, target: Target, algorithm: str) -> UploadStatus:
+    async def start(self, target: Target, algorithm: str, owner: str | None = None) -> UploadStatus:
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
         upload_id = uuid.uuid4().hex
         # The row first: a stored session without a row is taken for an orphan.
-        await self._metadata.create_upload(upload_id, image_id, algorithm)
+        await self._metadata.create_upload(upload_id, image_id, algorithm, owner)
         await self._store.start_upload(upload_id)
         self._hashes[upload_id] = _RunningHash(algorithm, 0, new_hasher(algorithm))
         return UploadStatus(upload_id, 0)

@@ -13,10 +13,10 @@ from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.registry.services import Services, build_services
 
 
-def _services(tmp_path: Path) -> Services:
+async def _services(tmp_path: Path) -> Services:
     settings = load_settings(overrides={"data_dir": tmp_path}, environ={})
     migrate(settings.metadata_url)
-    return build_services(settings)
+    return await build_services(settings)
 
 
 async def _with_repositories(services: Services, *prefixes: str) -> None:
@@ -40,7 +40,7 @@ def test_resolves_the_repository_and_image(
     tmp_path: Path, name: str, prefix: str, image: str
 ) -> None:
     async def run() -> None:
-        services = _services(tmp_path)
+        services = await _services(tmp_path)
         try:
             await _with_repositories(services, "common/hosted", "other/repo")
             target = await services.router.resolve(name)
@@ -64,7 +64,7 @@ def test_resolves_the_repository_and_image(
 )
 def test_refuses_unknown_and_invalid_names(tmp_path: Path, name: str, code: ErrorCode) -> None:
     async def run() -> None:
-        services = _services(tmp_path)
+        services = await _services(tmp_path)
         try:
             await _with_repositories(services, "common/hosted")
             with pytest.raises(RegistryError) as caught:
@@ -78,7 +78,7 @@ def test_refuses_unknown_and_invalid_names(tmp_path: Path, name: str, code: Erro
 
 def test_sees_a_repository_another_process_created(tmp_path: Path) -> None:
     async def run() -> None:
-        first, second = _services(tmp_path), _services(tmp_path)
+        first, second = await _services(tmp_path), await _services(tmp_path)
         try:
             await _with_repositories(first, "common/hosted")
             await first.router.resolve("common/hosted/a")  # loads the table

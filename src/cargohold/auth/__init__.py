@@ -1,0 +1,1 @@
+"""Principals, passwords and API keys, token issuing and checking, permissions."""

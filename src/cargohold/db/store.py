@@ -1,0 +1,48 @@
+"""What every store of queries shares: the engine, read and write transactions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cargohold.db.engine import WRITE
+
+
+class AlreadyExists(Exception):
+    """A row with the same unique name exists."""
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            await conn.execution_options(**{WRITE: True})
+            async with conn.begin():
+                yield conn
+
+    @staticmethod
+    async def _insert_ignoring_duplicates(
+        conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
+
+    async def ping(self) -> None:
+        """Raises when the database does not answer."""
+        async with self._read() as conn:
+            await conn.execute(select(1))
