@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cargohold.config import Settings
-from cargohold.http import health, v2
+from cargohold.http import health, token, v2
 from cargohold.http.context import SERVICES
 from cargohold.http.errors import registry_errors
 from cargohold.registry.services import Services, build_services
@@ -31,7 +31,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        app[SERVICES] = await build_services(settings)
+        services = app[SERVICES] = await build_services(settings)
+        generated = await services.accounts_admin.ensure_admin(settings.admin_password)
+        if generated is not None:
+            # Shown this once: only its hash is kept.
+            print(f"created user admin with password: {generated}", flush=True)
         sweeper = asyncio.create_task(
             _sweep_uploads(app[SERVICES], settings.cleanup_interval_seconds)
         )
@@ -42,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
         await app[SERVICES].close()
 
     app.cleanup_ctx.append(lifecycle)
+    token.add_routes(app)
     v2.add_routes(app)
     health.add_routes(app)
     return app

@@ -38,9 +38,11 @@ class Pushed:
 
 
 class OciClient:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None) -> None:
+        """A client that sends `auth` as Basic credentials, or nothing when None."""
         self.base = base_url
         self.http = requests.Session()
+        self.http.auth = auth
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else self.base + path

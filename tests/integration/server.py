@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-password-for-tests"
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 15.0
 
@@ -53,6 +55,15 @@ class Server:
         self.cli("repo", "create", project, repository, "--type", "hosted")
         return f"{project}/{repository}"
 
+    @property
+    def admin_auth(self) -> tuple[str, str]:
+        return (ADMIN_USER, ADMIN_PASSWORD)
+
+    @property
+    def admin_creds(self) -> str:
+        """The administrator's credentials as clients take them: `user:password`."""
+        return f"{ADMIN_USER}:{ADMIN_PASSWORD}"
+
     def unique_name(self, prefix: str = "test/hosted") -> str:
         return f"{prefix}/img-{uuid.uuid4().hex[:10]}"
 
@@ -64,7 +75,7 @@ class Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*self._command("serve"), "--port", str(self.port), *extra],
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "CARGOHOLD_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -74,7 +85,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start:\n{self.log()}")
             try:
-                requests.get(self.url + "/healthz", timeout=1)
+                requests.get(self.url + "/healthz", timeout=1).raise_for_status()
                 return
             except requests.ConnectionError:
                 time.sleep(0.05)

@@ -3,6 +3,7 @@ and the same push succeeds afterwards."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import time
@@ -28,8 +29,10 @@ def _upload_files(data_dir: Path) -> list[Path]:
 def _send_half_then_kill(server: Server, method: str, path: str, body: bytes) -> None:
     """Send the headers and half the body of a request, then SIGKILL the server."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        credentials = base64.b64encode(server.admin_creds.encode()).decode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {server.host}\r\n"
+            f"Authorization: Basic {credentials}\r\n"
             f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         sock.sendall(head.encode() + body[: len(body) // 2])
@@ -41,7 +44,7 @@ def _send_half_then_kill(server: Server, method: str, path: str, body: bytes) ->
 def test_killed_mid_upload_leaves_nothing_visible_and_push_succeeds_after(
     own_server: Server, how: str
 ) -> None:
-    client = OciClient(own_server.url)
+    client = OciClient(own_server.url, own_server.admin_auth)
     name = own_server.unique_name()
     data = os.urandom(BLOB_SIZE)
     digest = sha256(data)
@@ -84,7 +87,7 @@ def test_stale_upload_sessions_expire_and_are_removed(tmp_path: Path) -> None:
         env={"CARGOHOLD_UPLOAD_TTL_SECONDS": "1", "CARGOHOLD_CLEANUP_INTERVAL_SECONDS": "1"}
     )
     try:
-        client = OciClient(server.url)
+        client = OciClient(server.url, server.admin_auth)
         name = server.unique_name()
         location = client.request("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
         patched = client.request("PATCH", location, data=b"partial")

@@ -56,7 +56,7 @@ def _pull_digest(client: OciClient, name: str, digest: str) -> str:
 
 @pytest.mark.timeout(900)
 def test_one_gib_blob_monolithic_and_chunked_with_flat_memory(own_server: Server) -> None:
-    client = OciClient(own_server.url)
+    client = OciClient(own_server.url, own_server.admin_auth)
     name = own_server.unique_name()
 
     monolithic = _digest(b"monolithic")

@@ -59,7 +59,7 @@ def images(server: Server) -> dict[str, Image]:
 
     The OCI image's name also holds the blob `BLOB`.
     """
-    client = OciClient(server.url)
+    client = OciClient(server.url, server.admin_auth)
     oci_name, docker_name = server.unique_name(), server.unique_name()
     client.push_blob(oci_name, BLOB)
     return {

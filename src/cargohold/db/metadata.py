@@ -216,7 +216,9 @@ class MetadataStore(Store):
             image_id: int = (await conn.execute(query)).scalar_one()
             return image_id
 
-    async def catalog(self, last: str | None, limit: int | None) -> list[str]:
+    async def catalog(
+        self, last: str | None, limit: int | None, repository_ids: set[int] | None
+    ) -> list[str]:
         full_name = projects.c.name + "/" + repositories.c.name + "/" + images.c.name
         query: Select[Any] = (
             select(full_name)
@@ -228,6 +230,8 @@ class MetadataStore(Store):
         )
         if last is not None:
             query = query.where(full_name > last)
+        if repository_ids is not None:
+            query = query.where(images.c.repository_id.in_(repository_ids))
         if limit is not None:
             query = query.limit(limit)
         async with self._read() as conn:

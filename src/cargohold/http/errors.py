@@ -8,6 +8,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from cargohold.auth.service import AccessDenied, TooManyAttempts
+from cargohold.http.auth import denied, throttled
 from cargohold.oci.errors import ErrorCode, RegistryError, error_body
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except RegistryError as error:
         return error_response(error)
+    except AccessDenied as error:
+        return error_response(denied(request, error))
+    except TooManyAttempts as error:
+        return error_response(throttled(error))
     except web.HTTPException as error:
         if not request.path.startswith("/v2/") or error.status < 400:
             raise

@@ -8,7 +8,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from cargohold.auth.service import AccessDenied
+from cargohold.http.auth import authorized, caller
 from cargohold.http.context import services as _services
+from cargohold.oci.auth import DELETE, PULL, PUSH
 from cargohold.oci.digest import digest_algorithm_param
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
@@ -20,8 +23,14 @@ BODY_CHUNK = 1 << 20
 MAX_PAGE_SIZE = 1 << 31
 
 
-async def _target(request: web.Request) -> Target:
-    return await _services(request).router.resolve(request.match_info["name"])
+READ = (PULL,)
+WRITE = (PULL, PUSH)
+REMOVE = (DELETE,)
+
+
+async def _upload_target(request: web.Request) -> Target:
+    target, _ = await authorized(request, WRITE, upload_id=request.match_info["upload_id"])
+    return target
 
 
 def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -76,11 +85,15 @@ def _paged(request: web.Request, items: list[str], limit: int | None, body: byte
 
 
 async def api_version(request: web.Request) -> web.Response:
+    """200 to a caller with valid credentials; a challenge to anyone else, even where
+    anonymous pulls are allowed (docker sends credentials only after a challenge)."""
+    if not (await caller(request)).authenticated:
+        raise AccessDenied("unauthenticated", "authentication required")
     return web.json_response({})
 
 
 async def get_manifest(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target, _ = await authorized(request, READ)
     accepted = parse_accept(request.headers.getall("Accept", []))
     manifest = await _services(request).manifests.get(
         target, request.match_info["reference"], accepted
@@ -113,7 +126,7 @@ async def _read_manifest_body(request: web.Request, limit: int) -> bytes:
 
 async def put_manifest(request: web.Request) -> web.Response:
     services = _services(request)
-    target = await _target(request)
+    target, _ = await authorized(request, WRITE)
     body = await _read_manifest_body(request, services.manifests.max_manifest_bytes)
     stored = await services.manifests.put(
         target,
@@ -134,7 +147,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target, _ = await authorized(request, REMOVE)
     await _services(request).manifests.delete(target, request.match_info["reference"])
     return web.Response(status=202)
 
@@ -151,7 +164,7 @@ def _range_unsatisfiable(request: web.Request, size: int) -> bool:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    target = await _target(request)
+    target, _ = await authorized(request, READ)
     blob = await _services(request).blobs.get(target, request.match_info["digest"])
     if _range_unsatisfiable(request, blob.size):
         raise RegistryError(
@@ -171,33 +184,35 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_blob(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target, _ = await authorized(request, REMOVE)
     await _services(request).blobs.delete(target, request.match_info["digest"])
     return web.Response(status=202)
 
 
 async def start_upload(request: web.Request) -> web.Response:
     services = _services(request)
-    target = await _target(request)
+    target, who = await authorized(request, WRITE)
     query = request.query
     if "mount" in query and "from" in query:
-        mounted = await services.blobs.mount(target, query["mount"], query["from"])
-        if mounted is not None:
-            return _blob_created(target.name, mounted)
+        source = await services.router.find(query["from"])
+        if source is not None and PULL in await services.auth.allowed(who, source):
+            mounted = await services.blobs.mount(target, query["mount"], source)
+            if mounted is not None:
+                return _blob_created(target.name, mounted)
     elif "digest" in query:
         digest = await services.uploads.push_whole(
             target, query["digest"], _body(request), request.content_length
         )
         return _blob_created(target.name, digest)
     algorithm = digest_algorithm_param(query.get("digest-algorithm"))
-    session = await services.uploads.start(target, algorithm)
+    session = await services.uploads.start(target, algorithm, who.principal.subject)
     return web.Response(
         status=202, headers=_upload_headers(target.name, session.id, session.received)
     )
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target = await _upload_target(request)
     status = await _services(request).uploads.status(target, request.match_info["upload_id"])
     return web.Response(
         status=204, headers=_upload_headers(target.name, status.id, status.received)
@@ -205,7 +220,7 @@ async def upload_status(request: web.Request) -> web.Response:
 
 
 async def patch_upload(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target = await _upload_target(request)
     content_range = request.headers.get("Content-Range")
     status = await _services(request).uploads.append(
         target,
@@ -220,7 +235,7 @@ async def patch_upload(request: web.Request) -> web.Response:
 
 
 async def finish_upload(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target = await _upload_target(request)
     if "digest" not in request.query:
         raise RegistryError(
             ErrorCode.DIGEST_INVALID, "the closing PUT needs the blob's ?digest= parameter"
@@ -238,13 +253,13 @@ async def finish_upload(request: web.Request) -> web.Response:
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target = await _upload_target(request)
     await _services(request).uploads.cancel(target, request.match_info["upload_id"])
     return web.Response(status=204)
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target, _ = await authorized(request, READ)
     limit = _page_size(request)
     tag_names = (
         []
@@ -255,7 +270,7 @@ async def list_tags(request: web.Request) -> web.Response:
 
 
 async def list_referrers(request: web.Request) -> web.Response:
-    target = await _target(request)
+    target, _ = await authorized(request, READ)
     artifact_type = request.query.get("artifactType")
     body = await _services(request).manifests.referrers(
         target, request.match_info["digest"], artifact_type
@@ -267,11 +282,14 @@ async def list_referrers(request: web.Request) -> web.Response:
 
 
 async def catalog(request: web.Request) -> web.Response:
+    """The names the caller may pull from."""
+    services = _services(request)
     limit = _page_size(request)
+    visible = await services.auth.readable_repository_ids(await caller(request))
     names = (
         []
         if limit == 0
-        else await _services(request).manifests.catalog(request.query.get("last"), limit)
+        else await services.manifests.catalog(request.query.get("last"), limit, visible)
     )
     return _paged(request, names, limit, json.dumps({"repositories": names}).encode())
 

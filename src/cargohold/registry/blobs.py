@@ -42,13 +42,9 @@ class BlobService:
             raise blob_unknown(digest)
         return BlobContent(digest, size, self._store.local_path(digest))
 
-    async def mount(self, target: Target, reference: str, source_name: str) -> str | None:
+    async def mount(self, target: Target, reference: str, source: Target) -> str | None:
         """Link a blob of another image here; None when the source does not hold it."""
         digest = str(Digest.parse(reference))
-        try:
-            source = await self._router.resolve(source_name)
-        except RegistryError:
-            return None
         size = await self._linked_size(source, digest)
         if size is None or await self._store.size(digest) is None:
             return None

@@ -185,8 +185,11 @@ class ManifestService:
             for record in records
         )
 
-    async def catalog(self, last: str | None, limit: int | None) -> list[str]:
-        return await self._metadata.catalog(last, limit)
+    async def catalog(
+        self, last: str | None, limit: int | None, repository_ids: set[int] | None
+    ) -> list[str]:
+        """Names with content, in the given repositories (None: in all)."""
+        return await self._metadata.catalog(last, limit, repository_ids)
 
 
 def tags_body(name: str, tag_names: Sequence[str]) -> bytes:

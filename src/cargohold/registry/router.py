@@ -85,6 +85,13 @@ class NameRouter:
             )
         return target
 
+    async def find(self, name: str) -> Target | None:
+        """Like `resolve`, but None for a name that is invalid or has no repository."""
+        try:
+            return await self.resolve(name)
+        except RegistryError:
+            return None
+
     async def image_id(self, target: Target, *, create: bool = False) -> int | None:
         key = (target.repository.id, target.image)
         found = self._image_ids.get(key)

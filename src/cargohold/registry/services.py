@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cargohold.auth.accounts import AccountService
 from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
@@ -22,12 +23,14 @@ from cargohold.storage import BlobStore, FilesystemBlobStore
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    settings: Settings
     engine: AsyncEngine
     metadata: MetadataStore
     accounts: AccountStore
     store: BlobStore
     router: NameRouter
     auth: AuthService
+    accounts_admin: AccountService
     projects: ProjectService
     blobs: BlobService
     uploads: UploadService
@@ -46,20 +49,23 @@ async def build_services(settings: Settings) -> Services:
     issuer = await TokenIssuer.load(
         accounts, issuer=settings.token_issuer, ttl_seconds=settings.token_ttl_seconds
     )
+    auth = AuthService(
+        accounts,
+        router,
+        issuer,
+        service=settings.token_service,
+        failure_limit=settings.login_failure_limit,
+        failure_window_seconds=settings.login_failure_window_seconds,
+    )
     return Services(
+        settings=settings,
         engine=engine,
         metadata=metadata,
         accounts=accounts,
         store=store,
         router=router,
-        auth=AuthService(
-            accounts,
-            router,
-            issuer,
-            service=settings.token_service,
-            failure_limit=settings.login_failure_limit,
-            failure_window_seconds=settings.login_failure_window_seconds,
-        ),
+        auth=auth,
+        accounts_admin=AccountService(accounts, metadata, auth),
         projects=ProjectService(metadata, router),
         blobs=BlobService(metadata, store, router),
         uploads=UploadService(metadata, store, router, ttl_seconds=settings.upload_ttl_seconds),

@@ -83,6 +83,11 @@ class UploadService:
             raise upload_unknown(upload_id)
         return record, received
 
+    async def owner(self, target: Target, upload_id: str) -> str | None:
+        """The subject that opened the session."""
+        record, _ = await self._session(target, upload_id)
+        return record.owner
+
     def _lock(self, upload_id: str) -> asyncio.Lock:
         return self._locks.setdefault(upload_id, asyncio.Lock())
 

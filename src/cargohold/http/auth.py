@@ -1,0 +1,90 @@
+"""Who may do what under /v2/: each handler names the actions it needs, and this module
+authenticates the caller, resolves the name and checks the permission, or answers with the
+challenge or error the token-auth spec prescribes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from cargohold.auth.service import AccessDenied, Caller, TooManyAttempts, challenge_actions
+from cargohold.http.context import services
+from cargohold.oci.auth import Scope, bearer_challenge
+from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.registry.router import Target
+
+
+def realm(request: web.Request) -> str:
+    base = services(request).settings.public_url or f"{request.scheme}://{request.host}"
+    return base.rstrip("/") + "/v2/token"
+
+
+def _detail(scopes: Iterable[Scope]) -> list[dict[str, str]]:
+    return [
+        {"Type": scope.type, "Name": scope.name, "Action": action}
+        for scope in scopes
+        for action in scope.actions
+    ]
+
+
+def denied(request: web.Request, error: AccessDenied) -> RegistryError:
+    """The answer to a refused request: 403 for a known caller without permission, else 401
+    with a Bearer challenge naming what to ask the token endpoint for."""
+    if error.reason == "forbidden":
+        return RegistryError(ErrorCode.DENIED, str(error), detail=_detail(error.scopes))
+    challenge = bearer_challenge(
+        realm(request),
+        services(request).auth.service,
+        error.scopes,
+        error.reason if error.reason in ("invalid_token", "insufficient_scope") else None,
+    )
+    return RegistryError(
+        ErrorCode.UNAUTHORIZED,
+        str(error),
+        detail=_detail(error.scopes) or None,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def throttled(error: TooManyAttempts) -> RegistryError:
+    return RegistryError(
+        ErrorCode.TOOMANYREQUESTS, str(error), headers={"Retry-After": str(error.retry_after)}
+    )
+
+
+async def caller(request: web.Request, *, allow_expired: bool = False) -> Caller:
+    return await services(request).auth.authenticate(
+        request.headers.get("Authorization"), request.remote or "", allow_expired=allow_expired
+    )
+
+
+async def authorized(
+    request: web.Request, needed: Iterable[str], *, upload_id: str | None = None
+) -> tuple[Target, Caller]:
+    """The request's target once the caller may do `needed` there.
+
+    On an upload session's URL an expired token is still honoured when its subject opened
+    the session, so that a long push outlives its token.
+    """
+    registry = services(request)
+    needed = tuple(needed)
+    name = request.match_info["name"]
+    scopes = [Scope("repository", name, challenge_actions(needed))]
+    try:
+        who = await caller(request, allow_expired=upload_id is not None)
+    except AccessDenied as error:
+        raise AccessDenied(error.reason, str(error), error.scopes or scopes) from None
+    try:
+        target = await registry.router.resolve(name)
+    except RegistryError as error:
+        if error.code is ErrorCode.NAME_UNKNOWN and not who.authenticated:
+            # Say nothing of which names exist to who has not signed in.
+            raise AccessDenied("unauthenticated", "authentication required", scopes) from None
+        raise
+    if who.expired:
+        assert upload_id is not None
+        if await registry.uploads.owner(target, upload_id) != who.principal.subject:
+            raise AccessDenied("invalid_token", "the token has expired")
+    await registry.auth.authorize(who, target, needed)
+    return target, who
