@@ -1,24 +1,34 @@
-"""The command line: serve, and the administration of projects and repositories."""
+"""The command line: serve, and the administration of projects, repositories, users and
+robot accounts. Administration commands call the same services as the management API, on
+the database of `--data-dir` (a running server sees their changes within seconds).
+
+Secrets (generated passwords, robot keys) are the only thing printed on stdout, so that
+`KEY=$(cargohold robot create ci --grant common=pull)` works; messages go to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
 from cargohold.app import create_app
+from cargohold.auth.accounts import GrantSpec
+from cargohold.auth.principals import ROBOT_PREFIX, ROLES
 from cargohold.config import Settings, load_settings
+from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
-from cargohold.registry.errors import ManagementError
+from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.services import Services, build_services
 
-T = TypeVar("T")
+Action = Callable[[Services, argparse.Namespace], Awaitable[None]]
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -28,15 +38,23 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return settings
 
 
-def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
-    async def run() -> T:
-        services = await build_services(settings)
-        try:
-            return await action(services)
-        finally:
-            await services.close()
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
 
-    return asyncio.run(run())
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "password_stdin", False):
+        return None
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidInput("no password on standard input")
+    return password
+
+
+def _time(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -57,63 +75,259 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def project_create(args: argparse.Namespace) -> int:
-    project = _with_services(_settings(args), lambda s: s.projects.create_project(args.name))
-    print(f"created project {project.name}")
-    return 0
+# Projects and repositories
 
 
-def project_list(args: argparse.Namespace) -> int:
-    for project in _with_services(_settings(args), lambda s: s.projects.list_projects()):
-        print(project.name)
-    return 0
+async def project_create(services: Services, args: argparse.Namespace) -> None:
+    project = await services.projects.create_project(args.name, args.anonymous_read)
+    _say(f"created project {project.name}")
 
 
-def repo_create(args: argparse.Namespace) -> int:
-    repository = _with_services(
-        _settings(args),
-        lambda s: s.projects.create_repository(args.project, args.name, args.type, args.format),
+def _required_switch(value: bool | None, name: str) -> bool:
+    if value is None:
+        raise InvalidInput(f"nothing to change: give --{name} or --no-{name}")
+    return value
+
+
+async def project_update(services: Services, args: argparse.Namespace) -> None:
+    _required_switch(args.anonymous_read, "anonymous-read")
+    project = await services.projects.update_project(args.name, anonymous_read=args.anonymous_read)
+    _say(f"project {project.name}: anonymous read {'on' if project.anonymous_read else 'off'}")
+
+
+async def project_list(services: Services, args: argparse.Namespace) -> None:
+    for project in await services.projects.list_projects():
+        print(f"{project.name}\tanonymous_read={str(project.anonymous_read).lower()}")
+
+
+async def member_set(services: Services, args: argparse.Namespace) -> None:
+    member = await services.accounts_admin.set_member(args.project, args.user, args.role)
+    _say(f"{member.user} is {member.role} of {member.project}")
+
+
+async def member_remove(services: Services, args: argparse.Namespace) -> None:
+    await services.accounts_admin.remove_member(args.project, args.user)
+    _say(f"{args.user} is no longer a member of {args.project}")
+
+
+async def member_list(services: Services, args: argparse.Namespace) -> None:
+    for member in await services.accounts_admin.members(args.project):
+        print(f"{member.user}\t{member.role}")
+
+
+async def repo_create(services: Services, args: argparse.Namespace) -> None:
+    repository = await services.projects.create_repository(
+        args.project, args.name, args.type, args.format, args.anonymous_read
     )
-    print(f"created {repository.kind} repository {repository.project}/{repository.name}")
-    return 0
+    _say(f"created {repository.kind} repository {repository.project}/{repository.name}")
 
 
-def repo_list(args: argparse.Namespace) -> int:
-    for repository in _with_services(_settings(args), lambda s: s.projects.list_repositories()):
-        print(f"{repository.project}/{repository.name}\t{repository.kind}\t{repository.format}")
-    return 0
+async def repo_update(services: Services, args: argparse.Namespace) -> None:
+    _required_switch(args.anonymous_read, "anonymous-read")
+    repository = await services.projects.update_repository(
+        args.project, args.name, anonymous_read=args.anonymous_read
+    )
+    state = "on" if repository.anonymous_read else "off"
+    _say(f"repository {repository.project}/{repository.name}: anonymous read {state}")
+
+
+async def repo_list(services: Services, args: argparse.Namespace) -> None:
+    for repository in await services.projects.list_repositories():
+        print(
+            f"{repository.project}/{repository.name}\t{repository.kind}\t{repository.format}"
+            f"\tanonymous_read={str(repository.anonymous_read).lower()}"
+        )
+
+
+# Users
+
+
+async def user_create(services: Services, args: argparse.Namespace) -> None:
+    user, generated = await services.accounts_admin.create_user(
+        args.name, _read_password(args), is_admin=args.admin
+    )
+    _say(f"created {'system administrator' if user.is_admin else 'user'} {user.name}")
+    if generated is not None:
+        _say("its password, shown this once:")
+        print(generated)
+
+
+async def user_update(services: Services, args: argparse.Namespace) -> None:
+    user = await services.accounts_admin.update_user(
+        args.name, password=_read_password(args), is_admin=args.admin, disabled=args.disabled
+    )
+    _say(f"updated user {user.name}")
+
+
+async def user_delete(services: Services, args: argparse.Namespace) -> None:
+    await services.accounts_admin.delete_user(args.name)
+    _say(f"deleted user {args.name}")
+
+
+async def user_list(services: Services, args: argparse.Namespace) -> None:
+    for user in await services.accounts_admin.list_users():
+        flags = [flag for flag, on in (("admin", user.is_admin), ("disabled", user.disabled)) if on]
+        print(f"{user.name}\t{','.join(flags) or '-'}")
+
+
+# Robots
+
+
+def _grants(values: Sequence[str] | None) -> list[GrantSpec] | None:
+    return None if values is None else [GrantSpec.parse(value) for value in values]
+
+
+def _describe(robot: RobotRecord) -> str:
+    grants = " ".join(
+        f"{grant.project}{'/' + grant.repository if grant.repository else ''}"
+        f"={','.join(grant.actions)}"
+        for grant in robot.grants
+    )
+    state = "disabled" if robot.disabled else "enabled"
+    return (
+        f"{ROBOT_PREFIX}{robot.name}\t{state}\texpires={_time(robot.expires_at)}"
+        f"\tlast_used={_time(robot.last_used_at)}\t{grants or '-'}"
+    )
+
+
+async def robot_create(services: Services, args: argparse.Namespace) -> None:
+    robot, key = await services.accounts_admin.create_robot(
+        args.name,
+        _grants(args.grant) or [],
+        expires_in_seconds=None if args.expires_in_days is None else args.expires_in_days * 86400,
+        description=args.description,
+    )
+    _say(f"created robot {ROBOT_PREFIX}{robot.name}; its API key, shown this once:")
+    print(key)
+
+
+async def robot_update(services: Services, args: argparse.Namespace) -> None:
+    robot = await services.accounts_admin.update_robot(
+        args.name, disabled=args.disabled, grants=_grants(args.grant), description=args.description
+    )
+    _say(f"updated {_describe(robot)}")
+
+
+async def robot_rotate(services: Services, args: argparse.Namespace) -> None:
+    robot, key = await services.accounts_admin.rotate_robot_key(args.name)
+    _say(f"new API key for {ROBOT_PREFIX}{robot.name} (the old one no longer works):")
+    print(key)
+
+
+async def robot_delete(services: Services, args: argparse.Namespace) -> None:
+    await services.accounts_admin.delete_robot(args.name)
+    _say(f"deleted robot {args.name}")
+
+
+async def robot_list(services: Services, args: argparse.Namespace) -> None:
+    for robot in await services.accounts_admin.list_robots():
+        print(_describe(robot))
+
+
+def _administer(action: Action) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        settings = _settings(args)
+
+        async def go() -> None:
+            services = await build_services(settings)
+            try:
+                await action(services, args)
+            finally:
+                await services.close()
+
+        asyncio.run(go())
+        return 0
+
+    return run
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cargohold", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cargohold", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(
-        parent: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = parent.add_parser(name, help=help)
+    def command(parent: Any, name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         sub.add_argument("--data-dir", type=Path, help="where metadata and blobs live")
         sub.add_argument("--config", type=Path, help="a TOML settings file")
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler if handler is serve else _administer(handler))
         return sub
+
+    def group(name: str, help: str) -> Any:
+        return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+
+    def switch(sub: argparse.ArgumentParser, name: str, help: str, default: Any = None) -> None:
+        sub.add_argument(
+            f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help
+        )
 
     serve_parser = command(commands, "serve", serve, "run the registry server")
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
 
-    project = commands.add_parser("project", help="manage projects")
-    project_commands = project.add_subparsers(dest="action", required=True)
-    command(project_commands, "create", project_create, "create a project").add_argument("name")
-    command(project_commands, "list", project_list, "list projects")
+    project = group("project", "manage projects and their members")
+    sub = command(project, "create", project_create, "create a project")
+    sub.add_argument("name")
+    switch(sub, "anonymous-read", "let anyone pull from the project", default=False)
+    sub = command(project, "update", project_update, "change a project")
+    sub.add_argument("name")
+    switch(sub, "anonymous-read", "let anyone pull from the project")
+    command(project, "list", project_list, "list projects")
+    sub = command(project, "member-set", member_set, "give a user a role in a project")
+    sub.add_argument("project")
+    sub.add_argument("user")
+    sub.add_argument("role", choices=list(ROLES))
+    sub = command(project, "member-remove", member_remove, "remove a user from a project")
+    sub.add_argument("project")
+    sub.add_argument("user")
+    command(project, "members", member_list, "list a project's members").add_argument("project")
 
-    repo = commands.add_parser("repo", help="manage repositories")
-    repo_commands = repo.add_subparsers(dest="action", required=True)
-    create = command(repo_commands, "create", repo_create, "create a repository in a project")
-    create.add_argument("project")
-    create.add_argument("name")
-    create.add_argument("--type", default="hosted", help="repository type (hosted)")
-    create.add_argument("--format", default="docker", help="repository format (docker)")
-    command(repo_commands, "list", repo_list, "list repositories")
+    repo = group("repo", "manage repositories")
+    sub = command(repo, "create", repo_create, "create a repository in a project")
+    sub.add_argument("project")
+    sub.add_argument("name")
+    sub.add_argument("--type", default="hosted", help="repository type (hosted)")
+    sub.add_argument("--format", default="docker", help="repository format (docker)")
+    switch(sub, "anonymous-read", "let anyone pull from the repository", default=False)
+    sub = command(repo, "update", repo_update, "change a repository")
+    sub.add_argument("project")
+    sub.add_argument("name")
+    switch(sub, "anonymous-read", "let anyone pull from the repository")
+    command(repo, "list", repo_list, "list repositories")
+
+    user = group("user", "manage users")
+    sub = command(
+        user, "create", user_create, "create a user (a password is generated unless given)"
+    )
+    sub.add_argument("name")
+    sub.add_argument("--admin", action="store_true", help="a system administrator")
+    sub.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sub = command(user, "update", user_update, "change a user")
+    sub.add_argument("name")
+    sub.add_argument("--password-stdin", action="store_true", help="read a new password from stdin")
+    switch(sub, "admin", "make or unmake a system administrator")
+    switch(sub, "disabled", "disable or re-enable the account")
+    command(user, "delete", user_delete, "delete a user").add_argument("name")
+    command(user, "list", user_list, "list users")
+
+    robot = group("robot", "manage robot accounts (sa$<name>)")
+    sub = command(robot, "create", robot_create, "create a robot and print its API key once")
+    sub.add_argument("name", help="the robot's name, with or without sa$")
+    sub.add_argument(
+        "--grant",
+        action="append",
+        metavar="PROJECT[/REPOSITORY]=ACTIONS",
+        help="allow actions (pull, push, delete) in a project or repository; repeatable",
+    )
+    sub.add_argument("--expires-in-days", type=float, help="the key stops working after this")
+    sub.add_argument("--description", default="", help="what the robot is for")
+    sub = command(robot, "update", robot_update, "change a robot (grants are replaced)")
+    sub.add_argument("name")
+    sub.add_argument("--grant", action="append", metavar="PROJECT[/REPOSITORY]=ACTIONS")
+    sub.add_argument("--description")
+    switch(sub, "disabled", "disable or re-enable the robot")
+    command(robot, "rotate", robot_rotate, "replace a robot's API key").add_argument("name")
+    command(robot, "delete", robot_delete, "delete (revoke) a robot").add_argument("name")
+    command(robot, "list", robot_list, "list robots")
     return parser
 
 

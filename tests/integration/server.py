@@ -64,6 +64,28 @@ class Server:
         """The administrator's credentials as clients take them: `user:password`."""
         return f"{ADMIN_USER}:{ADMIN_PASSWORD}"
 
+    def create_user(
+        self, name: str, password: str, *, role_in: dict[str, str] | None = None
+    ) -> None:
+        """A user with a known password, and its role in each project of `role_in`."""
+        subprocess.run(
+            [*self._command("user", "create", name, "--password-stdin")],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for project, role in (role_in or {}).items():
+            self.cli("project", "member-set", project, name, role)
+
+    def create_robot(self, name: str, *grants: str, expires_in_days: float | None = None) -> str:
+        """A robot `sa$<name>` with grants (`project[/repository]=actions`); returns its key."""
+        args = ["robot", "create", name, *(f"--grant={grant}" for grant in grants)]
+        if expires_in_days is not None:
+            args.append(f"--expires-in-days={expires_in_days}")
+        return self.cli(*args).stdout.strip()
+
     def unique_name(self, prefix: str = "test/hosted") -> str:
         return f"{prefix}/img-{uuid.uuid4().hex[:10]}"
 

@@ -182,6 +182,20 @@ class MetadataStore(Store):
         except IntegrityError as error:
             raise AlreadyExists(f"{project.name}/{name}") from error
 
+    async def update_project(self, name: str, **values: Any) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(projects).where(projects.c.name == name).values(**values)
+            )
+            return bool(result.rowcount)
+
+    async def update_repository(self, repository_id: int, **values: Any) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(repositories).where(repositories.c.id == repository_id).values(**values)
+            )
+            return bool(result.rowcount)
+
     async def list_repositories(self) -> list[RepositoryRecord]:
         query = (
             select(*_REPOSITORY_COLUMNS)

@@ -39,6 +39,18 @@ class ProjectService:
     async def list_projects(self) -> list[ProjectRecord]:
         return await self._metadata.list_projects()
 
+    async def get_project(self, name: str) -> ProjectRecord:
+        project = await self._metadata.get_project(name)
+        if project is None:
+            raise NotFound(f"project {name!r} does not exist")
+        return project
+
+    async def update_project(self, name: str, *, anonymous_read: bool) -> ProjectRecord:
+        if not await self._metadata.update_project(name, anonymous_read=anonymous_read):
+            raise NotFound(f"project {name!r} does not exist")
+        self._router.invalidate()
+        return await self.get_project(name)
+
     async def create_repository(
         self,
         project_name: str,
@@ -70,3 +82,17 @@ class ProjectService:
 
     async def list_repositories(self) -> list[RepositoryRecord]:
         return await self._metadata.list_repositories()
+
+    async def get_repository(self, project_name: str, name: str) -> RepositoryRecord:
+        for repository in await self._metadata.list_repositories():
+            if (repository.project, repository.name) == (project_name, name):
+                return repository
+        raise NotFound(f"repository {project_name}/{name} does not exist")
+
+    async def update_repository(
+        self, project_name: str, name: str, *, anonymous_read: bool
+    ) -> RepositoryRecord:
+        repository = await self.get_repository(project_name, name)
+        await self._metadata.update_repository(repository.id, anonymous_read=anonymous_read)
+        self._router.invalidate()
+        return await self.get_repository(project_name, name)
