@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.integration.oci_client import OciClient
 from tests.integration.server import Server
@@ -92,3 +94,50 @@ def test_one_gib_blob_monolithic_and_chunked_with_flat_memory(own_server: Server
     peak = _peak_rss(own_server.pid)
     print(f"server peak RSS after 2 GiB in and out: {peak / 2**20:.1f} MiB")
     assert peak < PEAK_RSS_LIMIT
+
+
+@pytest.mark.timeout(900)
+def test_one_gib_chunked_push_outlives_its_token(tmp_path: Path) -> None:
+    """Clients do not renew a token in the middle of a blob: a session opened under a valid
+    token must finish after that token expired. The PATCHes are paced past its expiry."""
+    server = Server(tmp_path / "data")
+    server.create_repository("test", "hosted")
+    server.start(env={"CARGOHOLD_TOKEN_TTL_SECONDS": "60"})
+    try:
+        name = server.unique_name()
+        answer = requests.get(
+            f"{server.url}/v2/token",
+            params={"service": "cargohold", "scope": f"repository:{name}:pull,push"},
+            auth=server.admin_auth,
+            timeout=30,
+        ).json()
+        assert answer["expires_in"] == 60
+        expires_at = time.monotonic() + answer["expires_in"]
+        bearer = OciClient(server.url)
+        bearer.http.headers["Authorization"] = f"Bearer {answer['token']}"
+
+        digest = _digest(b"paced")
+        location = bearer.request("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
+        offset = 0
+        chunks = GIB // CHUNK
+        for index, data in enumerate(_chunks(b"paced")):
+            # Spread the chunks so that the last one goes out after the token expired.
+            time.sleep(max(0.0, (expires_at + 6 - time.monotonic()) / (chunks - index)))
+            response = bearer.request(
+                "PATCH",
+                location,
+                data=data,
+                headers={"Content-Range": f"{offset}-{offset + len(data) - 1}"},
+            )
+            assert response.status_code == 202, response.text
+            offset += len(data)
+            location = response.headers["Location"]
+
+        expired = bearer.request("GET", f"/v2/{name}/tags/list")
+        assert expired.status_code == 401
+        assert 'error="invalid_token"' in expired.headers["WWW-Authenticate"]
+        response = bearer.request("PUT", f"{location}?digest={digest}")
+        assert response.status_code == 201, response.text
+        assert _pull_digest(OciClient(server.url, server.admin_auth), name, digest) == digest
+    finally:
+        server.stop()

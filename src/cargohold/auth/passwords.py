@@ -15,6 +15,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 # OWASP's argon2id recommendation: 19 MiB, two passes, one lane.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
+# At most this many hashes at once: each takes 19 MiB and a core for tens of milliseconds.
+_CONCURRENT_HASHES = asyncio.Semaphore(2)
+
 # Verifying against this when an account does not exist costs the same as a real check, so
 # response times do not tell which account names exist.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
@@ -26,7 +29,8 @@ def generate_secret() -> str:
 
 
 async def hash_secret(secret: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, secret)
+    async with _CONCURRENT_HASHES:
+        return await asyncio.to_thread(_HASHER.hash, secret)
 
 
 def _verify(stored_hash: str | None, secret: str) -> bool:
@@ -38,7 +42,8 @@ def _verify(stored_hash: str | None, secret: str) -> bool:
 
 async def verify_secret(stored_hash: str | None, secret: str) -> bool:
     """Whether `secret` matches; with no stored hash, False after the same work."""
-    return await asyncio.to_thread(_verify, stored_hash, secret)
+    async with _CONCURRENT_HASHES:
+        return await asyncio.to_thread(_verify, stored_hash, secret)
 
 
 def fingerprint(secret: str) -> str:
