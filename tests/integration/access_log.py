@@ -23,7 +23,10 @@ MANIFEST_TYPES = (
 )
 ACCEPT_MANIFESTS = {"Accept": ", ".join(MANIFEST_TYPES)}
 
-_REQUEST = re.compile(r'aiohttp\.access .*?"([A-Z]+) (\S+) HTTP/\d\.\d" (\d{3}) ')
+_REQUEST = re.compile(
+    r'aiohttp\.access .*?"([A-Z]+) (\S+) HTTP/\d\.\d" (\d{3}) \S+ "[^"]*" "([^"]*)"'
+)
+"""aiohttp's default access line: ``%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"``."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,10 @@ class Access:
     method: str
     path: str
     query: dict[str, str]
+    """Each query parameter's last value."""
     status: int
+    agent: str
+    """The User-Agent header, ``-`` when the client sent none."""
 
     def in_image(self, name: str, endpoint: str) -> bool:
         """Whether this request went to ``/v2/NAME/ENDPOINT/...`` (e.g. ``blobs/uploads``)."""
@@ -55,10 +61,10 @@ def accesses(server: Server, *, after: int = 0) -> list[Access]:
         match = _REQUEST.search(line)
         if match is None:
             continue
-        method, target, status = match.groups()
+        method, target, status, agent = match.groups()
         parts = urlsplit(target)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        found.append(Access(number, method, parts.path, query, int(status)))
+        found.append(Access(number, method, parts.path, query, int(status), agent))
     return found
 
 
@@ -117,9 +123,9 @@ def served_manifest(server: Server, name: str, reference: str) -> Served:
     """HEAD and GET ``/v2/NAME/manifests/REFERENCE``; checks that both name the same digest and
     that the body hashes to it."""
     url = f"{server.url}/v2/{name}/manifests/{reference}"
-    head = requests.head(url, headers=ACCEPT_MANIFESTS, timeout=30)
+    head = requests.head(url, headers=ACCEPT_MANIFESTS, auth=server.admin_auth, timeout=30)
     assert head.status_code == 200, (head.status_code, head.headers)
-    get = requests.get(url, headers=ACCEPT_MANIFESTS, timeout=30)
+    get = requests.get(url, headers=ACCEPT_MANIFESTS, auth=server.admin_auth, timeout=30)
     assert get.status_code == 200, get.text
     digest = get.headers["Docker-Content-Digest"]
     assert head.headers["Docker-Content-Digest"] == digest

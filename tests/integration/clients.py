@@ -547,6 +547,10 @@ class Buildah(_ContainersTool):
     def __init__(self, workdir: Path):
         super().__init__("buildah", workdir)
 
+    def image_digest(self, image: str) -> str:
+        """Manifest digest of a local image: ``buildah inspect`` has no ``{{.Digest}}``."""
+        return self("inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image).strip()
+
     def scratch_image(self, image: str, files: Mapping[str, Path], *, cmd: str = "") -> str:
         """Commit an image made ``from scratch`` with ``files`` (path in image -> local file);
         returns the image id."""

@@ -33,8 +33,11 @@ def ctr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
 
 
 @pytest.fixture
-def skopeo(tmp_path: Path) -> Skopeo:
-    return Skopeo(tmp_path / "skopeo")
+def skopeo(tmp_path: Path, server: Server) -> Skopeo:
+    """skopeo logged in to the server as the administrator."""
+    client = Skopeo(tmp_path / "skopeo")
+    client.login(server.host, *server.admin_auth)
+    return client
 
 
 def content(ctr: Containerd) -> set[str]:
@@ -84,12 +87,12 @@ def test_index_pushed_by_ctr_pulls_back_with_every_platform(
     skopeo.copy(image.ref, f"docker://{source_ref}", all_images=True)
     assert served_manifest(server, source, "v1").digest == image.digest
 
-    ctr.pull(source_ref, all_platforms=True)
+    ctr.pull(source_ref, user=server.admin_creds, all_platforms=True)
     assert ctr.images() == {source_ref: image.digest}
     assert every_digest(image) <= content(ctr)
 
     mark = log_mark(server)
-    ctr.push(target_ref, source_ref)
+    ctr.push(target_ref, source_ref, user=server.admin_creds)
     log = wait_for_access(
         server,
         any_access(
@@ -115,7 +118,7 @@ def test_index_pushed_by_ctr_pulls_back_with_every_platform(
     assert not every_digest(image) & content(ctr), "removing the images left their content"
 
     mark = log_mark(server)
-    ctr.pull(target_ref, all_platforms=True)
+    ctr.pull(target_ref, user=server.admin_creds, all_platforms=True)
     assert ctr.images() == {target_ref: image.digest}
     assert every_digest(image) <= content(ctr)
     blobs = {b.digest for b in image.blobs}

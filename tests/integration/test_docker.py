@@ -31,9 +31,11 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    """One dockerd for the module; every test pushes images of fresh content under fresh names."""
+def docker(tmp_path_factory: pytest.TempPathFactory, server: Server) -> Iterator[DockerDaemon]:
+    """One dockerd for the module, logged in to the server as the administrator
+    (``docker login``); every test pushes images of fresh content under fresh names."""
     with DockerDaemon(tmp_path_factory.mktemp("dockerd")) as daemon:
+        daemon.login(server.host, *server.admin_auth)
         yield daemon
 
 
@@ -196,7 +198,7 @@ def test_pull_of_a_multi_arch_index_reports_the_index_digest(
     image = oci_index(tmp_path / "layout", "v1")
     repo = f"{name}/multi"
     ref = f"{server.host}/{repo}:v1"
-    skopeo.copy(image.ref, f"docker://{ref}", all_images=True)
+    skopeo.copy(image.ref, f"docker://{ref}", all_images=True, dest_creds=server.admin_creds)
     served = served_manifest(server, repo, "v1")
     assert (served.digest, served.media_type) == (image.digest, OCI_INDEX)
 

@@ -5,7 +5,6 @@ mediaType; helm 4 PUTs by digest, then by tag)."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +12,8 @@ from typing import Any, Literal
 import pytest
 import requests
 
-from tests.integration.clients import Chart, Helm, wait_until
+from tests.integration.access_log import any_access, wait_for_access
+from tests.integration.clients import Chart, Helm
 from tests.integration.oci_client import OCI_MANIFEST, sha256
 from tests.integration.server import Server
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.clients
 
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
-
-ACCESS_LINE = re.compile(
-    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) \S+ '
-    r'"[^"]*" "(?P<agent>[^"]*)"'
-)
-
 
 HelmName = Literal["helm3", "helm4"]
 
@@ -37,16 +31,23 @@ def helm_name(request: pytest.FixtureRequest) -> HelmName:
     return name
 
 
-@pytest.fixture
-def helm(helm_name: HelmName, tmp_path: Path) -> Helm:
-    """The helm that pushes (and packages)."""
-    return Helm(tmp_path / "pusher", helm_name)
+def logged_in(helm: Helm, server: Server) -> Helm:
+    """``helm registry login`` as the administrator, the password on stdin."""
+    helm.login(server.host, *server.admin_auth)
+    return helm
 
 
 @pytest.fixture
-def puller(helm_name: HelmName, tmp_path: Path) -> Helm:
-    """The same helm with its own config and cache, so that nothing comes from the pusher's."""
-    return Helm(tmp_path / "puller", helm_name)
+def helm(helm_name: HelmName, tmp_path: Path, server: Server) -> Helm:
+    """The helm that pushes (and packages), logged in to the server."""
+    return logged_in(Helm(tmp_path / "pusher", helm_name), server)
+
+
+@pytest.fixture
+def puller(helm_name: HelmName, tmp_path: Path, server: Server) -> Helm:
+    """The same helm with its own config, cache and login, so that nothing comes from the
+    pusher's."""
+    return logged_in(Helm(tmp_path / "puller", helm_name), server)
 
 
 def chart_name() -> str:
@@ -64,21 +65,11 @@ def get_manifest(server: Server, repository: str, reference: str) -> requests.Re
     response = requests.get(
         f"{server.url}/v2/{repository}/manifests/{reference}",
         headers={"Accept": OCI_MANIFEST},
+        auth=server.admin_auth,
         timeout=30,
     )
     assert response.status_code == 200, response.text
     return response
-
-
-def logged(server: Server, method: str, path_prefix: str) -> list[tuple[str, int, str]]:
-    """(path, status, user agent) of each ``method`` request under ``path_prefix`` in the
-    server's access log, in order."""
-    found = []
-    for line in server.log().splitlines():
-        match = ACCESS_LINE.search(line)
-        if match and match["method"] == method and match["path"].startswith(path_prefix):
-            found.append((match["path"], int(match["status"]), match["agent"]))
-    return found
 
 
 def test_pull_returns_the_pushed_package(
@@ -124,7 +115,11 @@ def test_printed_digest_is_the_manifest_served_by_tag(
     assert by_digest.content == by_tag.content
     assert by_digest.headers["Content-Type"] == OCI_MANIFEST
 
-    blob = requests.get(f"{server.url}/v2/{repository}/blobs/{layer['digest']}", timeout=30)
+    blob = requests.get(
+        f"{server.url}/v2/{repository}/blobs/{layer['digest']}",
+        auth=server.admin_auth,
+        timeout=30,
+    )
     assert blob.status_code == 200, blob.text
     assert blob.headers["Docker-Content-Digest"] == layer["digest"]
     assert blob.content == chart.package.read_bytes()
@@ -140,7 +135,9 @@ def test_two_versions_are_both_listed_and_pulled(
     second_digest, _ = push(helm, server, name, second)
     assert first_digest != second_digest
 
-    tags = requests.get(f"{server.url}/v2/{repository}/tags/list", timeout=30)
+    tags = requests.get(
+        f"{server.url}/v2/{repository}/tags/list", auth=server.admin_auth, timeout=30
+    )
     assert tags.status_code == 200, tags.text
     assert tags.json() == {"name": repository, "tags": ["0.1.0", "0.2.0"]}
 
@@ -162,13 +159,12 @@ def test_manifest_puts_each_succeed(helm: Helm, server: Server, name: str) -> No
     prefix = f"/v2/{repository}/manifests/"
     agent = f"Helm/{helm.major}."
 
-    def tag_put_logged() -> bool:
-        return any(path == prefix + "2.0.0" for path, _, _ in logged(server, "PUT", prefix))
-
     # The access log line is written once the answer is sent: helm may have exited first.
-    wait_until(tag_put_logged, timeout=10, what="the tag PUT in the server log")
-    puts = logged(server, "PUT", prefix)
-    assert all(ua.startswith(agent) for _, _, ua in puts), puts
+    log = wait_for_access(
+        server, any_access(lambda a: a.method == "PUT" and a.path == prefix + "2.0.0")
+    )
+    puts = [a for a in log if a.method == "PUT" and a.path.startswith(prefix)]
+    assert all(a.agent.startswith(agent) for a in puts), puts
     expected = [prefix + "2.0.0"] if helm.major == 3 else [prefix + digest, prefix + "2.0.0"]
-    assert [(path, status) for path, status, _ in puts] == [(p, 201) for p in expected]
+    assert [(a.path, a.status) for a in puts] == [(p, 201) for p in expected]
     assert get_manifest(server, repository, digest).headers["Docker-Content-Digest"] == digest

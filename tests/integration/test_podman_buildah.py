@@ -47,15 +47,20 @@ def image_id(podman: Podman, image: str) -> str:
     return podman("image", "inspect", "--format", "{{.Id}}", image).strip()
 
 
-def buildah_digest(buildah: Buildah, image: str) -> str:
-    """Manifest digest of a local image, as buildah reports it. (The harness's
-    ``image_digest`` asks for ``{{.Digest}}``, which ``buildah inspect`` does not have.)"""
-    return buildah("inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image).strip()
-
-
-def push_digest(tool: Podman | Buildah, image: str, dest: str, digestfile: Path) -> str:
-    """Push ``image`` to ``dest`` (``docker://...``); returns the digest the client pushed."""
-    tool("push", "--tls-verify=false", "--digestfile", digestfile, image, dest)
+def push_digest(
+    tool: Podman | Buildah, image: str, dest: str, digestfile: Path, *, creds: str | None = None
+) -> str:
+    """Push ``image`` to ``dest`` (``docker://...``), with ``creds`` (``user:password``) or
+    the tool's login; returns the digest the client pushed."""
+    tool(
+        "push",
+        "--tls-verify=false",
+        *(["--creds", creds] if creds else []),
+        "--digestfile",
+        digestfile,
+        image,
+        dest,
+    )
     digest = digestfile.read_text().strip()
     assert digest.startswith("sha256:"), digest
     return digest
@@ -77,7 +82,10 @@ def served_digest(server: Server, name: str, reference: str) -> str:
         ]
     )
     head = requests.head(
-        f"{server.url}/v2/{name}/manifests/{reference}", headers={"Accept": accept}, timeout=30
+        f"{server.url}/v2/{name}/manifests/{reference}",
+        headers={"Accept": accept},
+        auth=server.admin_auth,
+        timeout=30,
     )
     assert head.status_code == 200, reference
     digest: str = head.headers["Docker-Content-Digest"]
@@ -90,8 +98,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def skopeo(workdir: Path) -> Skopeo:
-    return Skopeo(workdir / "skopeo")
+def skopeo(workdir: Path, server: Server) -> Skopeo:
+    """skopeo logged in as the administrator, to read what the others pushed."""
+    client = Skopeo(workdir / "skopeo")
+    client.login(server.host, *server.admin_auth)
+    return client
 
 
 # --- podman -----------------------------------------------------------------------------------
@@ -107,9 +118,11 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(workdir: Path) -> Built:
-    """A busybox image built once by podman, in its own store."""
+def built(workdir: Path, server: Server) -> Built:
+    """A busybox image built once by podman, in its own store; that podman is logged in to the
+    server as the administrator (``podman login``) and pushes with its stored credentials."""
     podman = Podman(workdir / "builder")
+    podman.login(server.host, *server.admin_auth)
     podman.build(busybox_context(workdir / "context"), "localhost/busybox:built")
     image = "localhost/busybox:built"
     os_name, arch = podman(
@@ -131,9 +144,9 @@ def test_podman_push_then_pull_in_a_fresh_store(
     assert config_digest(raw) == f"sha256:{built.image_id}"
 
     fresh = Podman(tmp_path / "fresh")
-    assert fresh.pull(f"{ref}:v1") == built.image_id
+    assert fresh.pull(f"{ref}:v1", creds=server.admin_creds) == built.image_id
     assert fresh.image_digest(f"{ref}:v1") == pushed
-    assert fresh.pull(f"{ref}@{pushed}") == built.image_id
+    assert fresh.pull(f"{ref}@{pushed}", creds=server.admin_creds) == built.image_id
     assert fresh.image_digest(f"{ref}@{pushed}") == pushed
 
 
@@ -178,7 +191,7 @@ def test_podman_manifest_push_all(
     for platform, digest in children.items():
         child = f"{ref}@{digest}"
         assert sha256(raw_manifest(skopeo, f"docker://{child}")) == digest
-        assert fresh.pull(child) == expected_ids[platform], platform
+        assert fresh.pull(child, creds=server.admin_creds) == expected_ids[platform], platform
         assert fresh.image_digest(child) == digest
         arch = fresh("image", "inspect", "--format", "{{.Architecture}}", child).strip()
         assert arch == platform[1]
@@ -197,8 +210,10 @@ class Scratch:
 
 @pytest.fixture(scope="module")
 def scratch(workdir: Path, server: Server) -> Scratch:
-    """``buildah from scratch`` + ``copy`` of one file + ``commit``, pushed by tag."""
+    """``buildah from scratch`` + ``copy`` of one file + ``commit``, pushed by tag after
+    ``buildah login`` as the administrator."""
     buildah = Buildah(workdir / "buildah")
+    buildah.login(server.host, *server.admin_auth)
     hello = workdir / "hello.txt"
     hello.write_bytes(HELLO)
     built = buildah.scratch_image("localhost/hello:v1", {"/hello.txt": hello})
@@ -211,7 +226,9 @@ def scratch(workdir: Path, server: Server) -> Scratch:
 
 def layer_files(server: Server, name: str, digest: str) -> dict[str, bytes]:
     """The regular files of a gzipped tar layer, pulled from the server by digest."""
-    blob = requests.get(f"{server.url}/v2/{name}/blobs/{digest}", timeout=30)
+    blob = requests.get(
+        f"{server.url}/v2/{name}/blobs/{digest}", auth=server.admin_auth, timeout=30
+    )
     assert blob.status_code == 200
     assert sha256(blob.content) == digest
     files = {}
@@ -236,7 +253,7 @@ def test_buildah_scratch_image_push_and_pull(
     assert layer_files(server, scratch.name, layers[0]["digest"]) == {"hello.txt": HELLO}
 
     fresh = Podman(tmp_path / "fresh")
-    assert fresh.pull(f"{ref}:v1") == scratch.image_id
+    assert fresh.pull(f"{ref}:v1", creds=server.admin_creds) == scratch.image_id
     assert fresh.image_digest(f"{ref}:v1") == scratch.digest
 
 
@@ -244,14 +261,20 @@ def test_buildah_push_by_digest_reference(
     scratch: Scratch, server: Server, skopeo: Skopeo, tmp_path: Path
 ) -> None:
     """A fresh store pulls the image by digest, and pushes it on by that digest reference:
-    the copy under a new name keeps the digest."""
+    the copy under a new name keeps the digest. Credentials go with each command (``--creds``)."""
     source = f"{server.host}/{scratch.name}@{scratch.digest}"
     buildah = Buildah(tmp_path / "fresh")
-    assert buildah.pull(source) == scratch.image_id
-    assert buildah_digest(buildah, source) == scratch.digest
+    assert buildah.pull(source, creds=server.admin_creds) == scratch.image_id
+    assert buildah.image_digest(source) == scratch.digest
 
     target = server.unique_name()
-    again = push_digest(buildah, source, f"docker://{server.host}/{target}:v1", tmp_path / "digest")
+    again = push_digest(
+        buildah,
+        source,
+        f"docker://{server.host}/{target}:v1",
+        tmp_path / "digest",
+        creds=server.admin_creds,
+    )
     assert again == scratch.digest
     raw = raw_manifest(skopeo, f"docker://{server.host}/{target}@{scratch.digest}")
     assert sha256(raw) == scratch.digest

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
+from tests.integration.access_log import accesses
 from tests.integration.clients import (
     OCI_INDEX,
     OCI_LAYER,
@@ -81,34 +80,6 @@ def manifest_layers(image: OciImage, manifest: Descriptor) -> list[str]:
 
 # --- the server's access log ------------------------------------------------------------------
 
-_ACCESS = re.compile(
-    r' aiohttp\.access .*?"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) '
-)
-
-
-@dataclass(frozen=True)
-class Access:
-    """One request as the server's access log records it."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    status: int
-
-    def param(self, key: str) -> str | None:
-        values = self.query.get(key)
-        return values[0] if values else None
-
-
-def accesses(log: str) -> list[Access]:
-    found = []
-    for match in _ACCESS.finditer(log):
-        target = urlsplit(match["target"])
-        found.append(
-            Access(match["method"], target.path, parse_qs(target.query), int(match["status"]))
-        )
-    return found
-
 
 def wait_for_mounts(server: Server, uploads: str, digests: list[str]) -> set[str]:
     """The ``digests`` that a ``POST <uploads>?mount=<digest>`` brought in with 201. Polls
@@ -116,8 +87,8 @@ def wait_for_mounts(server: Server, uploads: str, digests: list[str]) -> set[str
     deadline = time.monotonic() + 5.0
     while True:
         mounted = {
-            a.param("mount")
-            for a in accesses(server.log())
+            a.query.get("mount")
+            for a in accesses(server)
             if a.method == "POST" and a.path == uploads and a.status == 201
         }
         found = {d for d in digests if d in mounted}
@@ -148,8 +119,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def skopeo(workdir: Path) -> Skopeo:
-    return Skopeo(workdir / "client")
+def skopeo(workdir: Path, server: Server) -> Skopeo:
+    """skopeo logged in to the server as the administrator (``skopeo login``)."""
+    client = Skopeo(workdir / "client")
+    client.login(server.host, *server.admin_auth)
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +159,7 @@ def test_copy_all_keeps_the_index_bytes_and_digest(
     head = requests.head(
         f"{server.url}/v2/{pushed.name}/manifests/{TAGS[0]}",
         headers={"Accept": OCI_INDEX},
+        auth=server.admin_auth,
         timeout=30,
     )
     assert head.status_code == 200
@@ -265,21 +240,23 @@ def test_copy_between_names_mounts_the_layers(
     layers = [b.digest for b in pushed.image.blobs if b.media_type == OCI_LAYER]
     assert len(layers) == 4
     mounted = wait_for_mounts(server, uploads, layers)
-    seen = [a for a in accesses(server.log()) if a.path.startswith(f"/v2/{target}/")]
+    seen = [a for a in accesses(server) if a.path.startswith(f"/v2/{target}/")]
     assert seen, f"no access-log line for {target} in {server.log_path}: is aiohttp.access on?"
     assert mounted == set(layers), f"layers not mounted into {target}: {set(layers) - mounted}"
     for layer in layers:
         # Not uploaded again: no monolithic POST and no closing PUT carried its bytes.
         reuploads = [
             a
-            for a in accesses(server.log())
+            for a in accesses(server)
             if a.path.startswith(uploads)
             and a.method in ("POST", "PUT")
-            and a.param("digest") == layer
+            and a.query.get("digest") == layer
         ]
         assert reuploads == [], f"{layer} was uploaded again into {target}"
         # The mounted layer is now readable through the new name.
-        blob = requests.get(f"{server.url}/v2/{target}/blobs/{layer}", timeout=30)
+        blob = requests.get(
+            f"{server.url}/v2/{target}/blobs/{layer}", auth=server.admin_auth, timeout=30
+        )
         assert blob.status_code == 200
         assert sha256(blob.content) == layer
 

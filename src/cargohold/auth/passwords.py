@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 # At most this many hashes at once: each takes 19 MiB and a core for tens of milliseconds.
-_CONCURRENT_HASHES = asyncio.Semaphore(2)
+_CONCURRENT_HASHES = threading.BoundedSemaphore(2)
 
 # Verifying against this when an account does not exist costs the same as a real check, so
 # response times do not tell which account names exist.
@@ -28,22 +29,26 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _hash(secret: str) -> str:
+    with _CONCURRENT_HASHES:
+        return _HASHER.hash(secret)
+
+
 async def hash_secret(secret: str) -> str:
-    async with _CONCURRENT_HASHES:
-        return await asyncio.to_thread(_HASHER.hash, secret)
+    return await asyncio.to_thread(_hash, secret)
 
 
 def _verify(stored_hash: str | None, secret: str) -> bool:
     try:
-        return _HASHER.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
+        with _CONCURRENT_HASHES:
+            return _HASHER.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
 
 async def verify_secret(stored_hash: str | None, secret: str) -> bool:
     """Whether `secret` matches; with no stored hash, False after the same work."""
-    async with _CONCURRENT_HASHES:
-        return await asyncio.to_thread(_verify, stored_hash, secret)
+    return await asyncio.to_thread(_verify, stored_hash, secret)
 
 
 def fingerprint(secret: str) -> str:

@@ -23,7 +23,13 @@ from cargohold.auth.principals import (
     Standing,
     repository_actions,
 )
-from cargohold.auth.tokens import InvalidToken, IssuedToken, TokenClaims, TokenIssuer
+from cargohold.auth.tokens import (
+    ExpiredToken,
+    InvalidToken,
+    IssuedToken,
+    TokenClaims,
+    TokenIssuer,
+)
 from cargohold.db.accounts import AccountStore
 from cargohold.oci.auth import (
     PULL,
@@ -228,13 +234,17 @@ class AuthService:
 
     async def _token_caller(self, credentials: BearerToken, allow_expired: bool) -> Caller:
         try:
-            claims = self.issuer.verify(credentials.token, self.service)
-            expired = False
+            try:
+                claims = self.issuer.verify(credentials.token, self.service)
+                expired = False
+            except ExpiredToken:
+                if not allow_expired:
+                    raise
+                # Still checked for everything but its expiry: audience, issuer, signature.
+                claims = self.issuer.verify(credentials.token, self.service, allow_expired=True)
+                expired = True
         except InvalidToken as error:
-            if not allow_expired or "expired" not in str(error):
-                raise AccessDenied("invalid_token", str(error)) from None
-            claims = self.issuer.verify(credentials.token, self.service, allow_expired=True)
-            expired = True
+            raise AccessDenied("invalid_token", str(error)) from None
         standing = await self.standing(claims.subject)
         if standing is None or not standing.active:
             raise AccessDenied("invalid_token", "the token's account is disabled, expired or gone")

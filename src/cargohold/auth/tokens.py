@@ -29,6 +29,10 @@ class InvalidToken(Exception):
     """The token is not one of ours, or not valid now; the message says why."""
 
 
+class ExpiredToken(InvalidToken):
+    """A token of ours that was valid and has expired (an upload it opened may still finish)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str
@@ -134,7 +138,7 @@ class TokenIssuer:
                 self._verified.clear()
             self._verified[key] = claims
         if not allow_expired and claims.expires_at + LEEWAY_SECONDS < time.time():
-            raise InvalidToken("the token has expired")
+            raise ExpiredToken("the token has expired")
         return claims
 
     def _decode(self, token: str, audience: str, allow_expired: bool) -> TokenClaims:
@@ -155,7 +159,7 @@ class TokenIssuer:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
+            raise ExpiredToken("the token has expired") from None
         except jwt.ImmatureSignatureError:
             raise InvalidToken("the token is not valid yet") from None
         except jwt.InvalidAudienceError:

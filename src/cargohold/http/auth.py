@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from cargohold.auth.principals import ANONYMOUS
 from cargohold.auth.service import AccessDenied, Caller, TooManyAttempts, challenge_actions
 from cargohold.http.context import services
 from cargohold.oci.auth import Scope, bearer_challenge
@@ -78,9 +79,15 @@ async def authorized(
     try:
         target = await registry.router.resolve(name)
     except RegistryError as error:
-        if error.code is ErrorCode.NAME_UNKNOWN and not who.authenticated:
-            # Say nothing of which names exist to who has not signed in.
-            raise AccessDenied("unauthenticated", "authentication required", scopes) from None
+        if error.code is ErrorCode.NAME_UNKNOWN and who.principal is ANONYMOUS:
+            # Say nothing of which names exist to who has not signed in, with an anonymous
+            # token or without: the answer a name that exists would get.
+            if who.claims is None:
+                raise AccessDenied("unauthenticated", "authentication required", scopes) from None
+            wanted = ",".join(sorted(needed))
+            raise AccessDenied(
+                "insufficient_scope", f"the token does not grant {wanted} on {name}", scopes
+            ) from None
         raise
     if who.expired:
         assert upload_id is not None

@@ -24,6 +24,27 @@ def _check_component(what: str, value: str) -> None:
         )
 
 
+def _refuse_unsupported(
+    *,
+    kind: str = "hosted",
+    remote_url: str | None = None,
+    flat_alias_prefix: str | None = None,
+    is_catch_all: bool | None = None,
+) -> None:
+    """Refuse what later work brings: proxy repositories and flat aliases."""
+    if kind == "proxy":
+        raise InvalidInput("proxy repositories are not supported yet; create a hosted repository")
+    if remote_url is not None:
+        raise InvalidInput(
+            "remote_url is not supported yet: it belongs to proxy repositories, which are not"
+            " supported yet"
+        )
+    if flat_alias_prefix is not None:
+        raise InvalidInput("flat aliases (flat_alias_prefix) are not supported yet")
+    if is_catch_all:
+        raise InvalidInput("catch-all repositories (is_catch_all) are not supported yet")
+
+
 class ProjectService:
     def __init__(self, metadata: MetadataStore, router: NameRouter) -> None:
         self._metadata = metadata
@@ -58,8 +79,18 @@ class ProjectService:
         kind: str = "hosted",
         format: str = "docker",
         anonymous_read: bool = False,
+        *,
+        remote_url: str | None = None,
+        flat_alias_prefix: str | None = None,
+        is_catch_all: bool = False,
     ) -> RepositoryRecord:
         _check_component("repository", name)
+        _refuse_unsupported(
+            kind=kind,
+            remote_url=remote_url,
+            flat_alias_prefix=flat_alias_prefix,
+            is_catch_all=is_catch_all,
+        )
         if kind not in REPOSITORY_KINDS:
             raise InvalidInput(
                 f"repository type {kind!r} is not supported; choose {', '.join(REPOSITORY_KINDS)}"
@@ -90,9 +121,22 @@ class ProjectService:
         raise NotFound(f"repository {project_name}/{name} does not exist")
 
     async def update_repository(
-        self, project_name: str, name: str, *, anonymous_read: bool
+        self,
+        project_name: str,
+        name: str,
+        *,
+        anonymous_read: bool | None = None,
+        remote_url: str | None = None,
+        flat_alias_prefix: str | None = None,
+        is_catch_all: bool | None = None,
     ) -> RepositoryRecord:
+        """Change what is given; None leaves a setting as it is."""
         repository = await self.get_repository(project_name, name)
+        _refuse_unsupported(
+            remote_url=remote_url, flat_alias_prefix=flat_alias_prefix, is_catch_all=is_catch_all
+        )
+        if anonymous_read is None:
+            return repository
         await self._metadata.update_repository(repository.id, anonymous_read=anonymous_read)
         self._router.invalidate()
         return await self.get_repository(project_name, name)
