@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cargohold.db.schema import (
     blobs,
@@ -122,6 +123,26 @@ def _repository(row: Sequence[Any]) -> RepositoryRecord:
 
 def _manifest(row: Sequence[Any]) -> ManifestRecord:
     return ManifestRecord(*row)
+
+
+async def _refuse_if_referenced(
+    conn: AsyncConnection, image_id: int, digest: str, *, by_index: bool
+) -> None:
+    """Raise StillReferenced when manifests of the image point to `digest`: as an index
+    child (`by_index`) or as a config or layer."""
+    users = await conn.execute(
+        select(manifests.c.digest)
+        .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+        .where(
+            manifests.c.image_id == image_id,
+            manifest_references.c.digest == digest,
+            manifest_references.c.is_manifest.is_(by_index),
+        )
+        .order_by(manifests.c.digest)
+    )
+    by = list(users.scalars())
+    if by:
+        raise StillReferenced(by)
 
 
 class MetadataStore(Store):
@@ -275,19 +296,7 @@ class MetadataStore(Store):
     async def unlink_blob(self, image_id: int, digest: str) -> bool:
         """Remove a blob from an image, unless a manifest of that image still uses it."""
         async with self._write() as conn:
-            users = await conn.execute(
-                select(manifests.c.digest)
-                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
-                .where(
-                    manifests.c.image_id == image_id,
-                    manifest_references.c.digest == digest,
-                    manifest_references.c.is_manifest.is_(False),
-                )
-                .order_by(manifests.c.digest)
-            )
-            by = list(users.scalars())
-            if by:
-                raise StillReferenced(by)
+            await _refuse_if_referenced(conn, image_id, digest, by_index=False)
             result = await conn.execute(
                 delete(image_blobs).where(
                     image_blobs.c.image_id == image_id, image_blobs.c.digest == digest
@@ -396,19 +405,7 @@ class MetadataStore(Store):
     async def delete_manifest(self, image_id: int, digest: str) -> bool:
         """Delete a manifest and its tags, unless an index of the same image lists it."""
         async with self._write() as conn:
-            parents = await conn.execute(
-                select(manifests.c.digest)
-                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
-                .where(
-                    manifests.c.image_id == image_id,
-                    manifest_references.c.digest == digest,
-                    manifest_references.c.is_manifest.is_(True),
-                )
-                .order_by(manifests.c.digest)
-            )
-            by = list(parents.scalars())
-            if by:
-                raise StillReferenced(by)
+            await _refuse_if_referenced(conn, image_id, digest, by_index=True)
             await conn.execute(
                 delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
             )
