@@ -56,6 +56,29 @@ def _pull_digest(client: OciClient, name: str, digest: str) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
+def _patch_chunks(
+    client: OciClient, name: str, seed: bytes, finish_after: float | None = None
+) -> str:
+    """Open an upload and PATCH the 1 GiB of `seed` in 8 MiB chunks, spread until the
+    monotonic time `finish_after` when given; returns the session's Location."""
+    location = client.request("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
+    offset = 0
+    chunks = GIB // CHUNK
+    for index, data in enumerate(_chunks(seed)):
+        if finish_after is not None:
+            time.sleep(max(0.0, (finish_after - time.monotonic()) / (chunks - index)))
+        response = client.request(
+            "PATCH",
+            location,
+            data=data,
+            headers={"Content-Range": f"{offset}-{offset + len(data) - 1}"},
+        )
+        assert response.status_code == 202, response.text
+        offset += len(data)
+        location = response.headers["Location"]
+    return location
+
+
 @pytest.mark.timeout(900)
 def test_one_gib_blob_monolithic_and_chunked_with_flat_memory(own_server: Server) -> None:
     client = OciClient(own_server.url, own_server.admin_auth)
@@ -73,18 +96,7 @@ def test_one_gib_blob_monolithic_and_chunked_with_flat_memory(own_server: Server
     assert response.status_code == 201, response.text
 
     chunked = _digest(b"chunked")
-    location = client.request("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
-    offset = 0
-    for data in _chunks(b"chunked"):
-        response = client.request(
-            "PATCH",
-            location,
-            data=data,
-            headers={"Content-Range": f"{offset}-{offset + len(data) - 1}"},
-        )
-        assert response.status_code == 202, response.text
-        offset += len(data)
-        location = response.headers["Location"]
+    location = _patch_chunks(client, name, b"chunked")
     response = client.request("PUT", f"{location}?digest={chunked}")
     assert response.status_code == 201, response.text
 
@@ -117,21 +129,8 @@ def test_one_gib_chunked_push_outlives_its_token(tmp_path: Path) -> None:
         bearer.http.headers["Authorization"] = f"Bearer {answer['token']}"
 
         digest = _digest(b"paced")
-        location = bearer.request("POST", f"/v2/{name}/blobs/uploads/").headers["Location"]
-        offset = 0
-        chunks = GIB // CHUNK
-        for index, data in enumerate(_chunks(b"paced")):
-            # Spread the chunks so that the last one goes out after the token expired.
-            time.sleep(max(0.0, (expires_at + 6 - time.monotonic()) / (chunks - index)))
-            response = bearer.request(
-                "PATCH",
-                location,
-                data=data,
-                headers={"Content-Range": f"{offset}-{offset + len(data) - 1}"},
-            )
-            assert response.status_code == 202, response.text
-            offset += len(data)
-            location = response.headers["Location"]
+        # Spread the chunks so that the last one goes out after the token expired.
+        location = _patch_chunks(bearer, name, b"paced", finish_after=expires_at + 6)
 
         expired = bearer.request("GET", f"/v2/{name}/tags/list")
         assert expired.status_code == 401
