@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.clients import Descriptor, Oras, wait_until
+from tests.integration.access_log import Access, wait_for_access
+from tests.integration.clients import Descriptor, Oras
 from tests.integration.oci_client import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.integration.server import Server
 
@@ -29,21 +29,20 @@ reports for a manifest pushed with it (the image spec: config.mediaType stands i
 
 CHUNK = 1 << 20
 
-ACCESS_LINE = re.compile(
-    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) \S+ '
-    r'"[^"]*" "(?P<agent>[^"]*)"'
-)
-
 
 @pytest.fixture
 def oras(server: Server, tmp_path: Path) -> Oras:
-    return Oras(tmp_path / "oras", server.host)
+    """The SDK logged in as the administrator (``login``: Basic credentials it trades for a
+    token when challenged)."""
+    user, password = server.admin_auth
+    return Oras(tmp_path / "oras", server.host, user=user, password=password)
 
 
 @pytest.fixture
 def fresh_oras(server: Server, tmp_path: Path) -> Oras:
-    """A second SDK client with its own config, for pulls."""
-    return Oras(tmp_path / "oras-pull", server.host)
+    """A second SDK client with its own config and login, for pulls."""
+    user, password = server.admin_auth
+    return Oras(tmp_path / "oras-pull", server.host, user=user, password=password)
 
 
 def write_files(folder: Path, contents: Mapping[str, bytes]) -> list[Path]:
@@ -60,6 +59,7 @@ def get_manifest(server: Server, name: str, reference: str) -> requests.Response
     response = requests.get(
         f"{server.url}/v2/{name}/manifests/{reference}",
         headers={"Accept": OCI_MANIFEST},
+        auth=server.admin_auth,
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -92,7 +92,9 @@ def assert_served(server: Server, name: str, layer: Mapping[str, Any]) -> None:
 
     oras-py does not check the digest of what it pulls: this does.
     """
-    blob = requests.get(f"{server.url}/v2/{name}/blobs/{layer['digest']}", timeout=60)
+    blob = requests.get(
+        f"{server.url}/v2/{name}/blobs/{layer['digest']}", auth=server.admin_auth, timeout=60
+    )
     assert blob.status_code == 200, blob.text
     assert blob.headers["Docker-Content-Digest"] == layer["digest"]
     assert sha256(blob.content) == layer["digest"]
@@ -155,7 +157,12 @@ def referrers(
     server: Server, name: str, digest: str, artifact_type: str | None = None
 ) -> tuple[requests.Response, list[dict[str, Any]]]:
     params = {} if artifact_type is None else {"artifactType": artifact_type}
-    response = requests.get(f"{server.url}/v2/{name}/referrers/{digest}", params=params, timeout=30)
+    response = requests.get(
+        f"{server.url}/v2/{name}/referrers/{digest}",
+        params=params,
+        auth=server.admin_auth,
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == OCI_INDEX
     index: dict[str, Any] = json.loads(response.content)
@@ -337,28 +344,14 @@ def test_chunked_upload_through_the_sdk(
     chunks = math.ceil(len(data) / CHUNK)
     assert chunks == 3
 
-    def patches() -> list[tuple[str, int]]:
-        return [
-            (path, status)
-            for method, path, status in logged(server)
-            if method == "PATCH" and path.startswith(uploads)
-        ]
+    def patches(found: list[Access]) -> list[Access]:
+        return [a for a in found if a.method == "PATCH" and a.path.startswith(uploads)]
 
-    wait_until(lambda: len(patches()) >= chunks, timeout=10, what="the PATCHes in the log")
-    assert [status for _, status in patches()] == [202] * chunks
+    found = wait_for_access(server, lambda found: len(patches(found)) >= chunks)
+    assert [a.status for a in patches(found)] == [202] * chunks
 
     [layer] = json.loads(get_manifest(server, name, digest).content)["layers"]
     assert_blob(server, name, layer, data)
 
     [pulled] = fresh_oras.pull(f"{server.host}/{name}:big", tmp_path / "out")
     assert sha256(pulled.read_bytes()) == sha256(data)
-
-
-def logged(server: Server) -> list[tuple[str, str, int]]:
-    """(method, path, status) of every request in the server's access log, in order."""
-    found = []
-    for line in server.log().splitlines():
-        match = ACCESS_LINE.search(line)
-        if match:
-            found.append((match["method"], match["path"], int(match["status"])))
-    return found
