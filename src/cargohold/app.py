@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cargohold.config import Settings
-from cargohold.http import health, token, v2
+from cargohold.http import api, health, token, v2
 from cargohold.http.context import SERVICES
 from cargohold.http.errors import registry_errors
 from cargohold.registry.services import Services, build_services
@@ -49,4 +49,5 @@ def create_app(settings: Settings) -> web.Application:
     token.add_routes(app)
     v2.add_routes(app)
     health.add_routes(app)
+    api.add_routes(app)
     return app

@@ -1,0 +1,268 @@
+"""What the management API reads and writes: request and response bodies.
+
+The field names are a contract with external clients (CodeScoring.Save for repositories):
+keep them as they are. Times are whole seconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cargohold.auth.accounts import MIN_PASSWORD_LENGTH, GrantSpec
+from cargohold.auth.principals import ROBOT_PREFIX
+from cargohold.db.accounts import GrantRecord, MemberRecord, RobotRecord, UserRecord
+from cargohold.db.metadata import ProjectRecord, RepositoryRecord
+
+Action = Literal["pull", "push", "delete"]
+Role = Literal["reader", "developer", "maintainer", "admin"]
+RepositoryType = Literal["hosted", "proxy"]
+Format = Literal["docker"]
+MAX_DESCRIPTION_LENGTH = 500
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class RequestBody(BaseModel):
+    """A request body: exactly the documented fields, of exactly their JSON types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ResponseBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Error(ResponseBody):
+    """Every 4xx and 5xx answer of the management API."""
+
+    message: str
+
+
+# Projects
+
+
+class Project(ResponseBody):
+    name: str
+    anonymous_read: bool
+    created_at: int
+
+    @classmethod
+    def of(cls, record: ProjectRecord) -> Project:
+        return cls(
+            name=record.name,
+            anonymous_read=record.anonymous_read,
+            created_at=int(record.created_at),
+        )
+
+
+class ProjectCreate(RequestBody):
+    name: str
+    anonymous_read: bool = False
+
+
+class ProjectUpdate(RequestBody):
+    anonymous_read: bool | None = None
+
+
+# Repositories
+
+
+class Repository(ResponseBody):
+    project: str
+    name: str
+    format: str
+    repository_type: str
+    remote_url: str | None
+    cache_ttl: int | None
+    flat_alias_prefix: str | None
+    is_catch_all: bool
+    anonymous_read: bool
+    created_at: int
+
+    @classmethod
+    def of(cls, record: RepositoryRecord) -> Repository:
+        return cls(
+            project=record.project,
+            name=record.name,
+            format=record.format,
+            repository_type=record.kind,
+            remote_url=None,
+            cache_ttl=None,
+            flat_alias_prefix=None,
+            is_catch_all=False,
+            anonymous_read=record.anonymous_read,
+            created_at=int(record.created_at),
+        )
+
+
+class RepositoryCreate(RequestBody):
+    project: str
+    name: str
+    format: Format = "docker"
+    repository_type: RepositoryType = "hosted"
+    remote_url: str | None = Field(
+        default=None, description="the upstream of a proxy repository (not supported yet)"
+    )
+    cache_ttl: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="seconds a proxy repository keeps what it cached; unused by hosted ones",
+    )
+    flat_alias_prefix: str | None = Field(
+        default=None, description="a second name prefix of the repository (not supported yet)"
+    )
+    is_catch_all: bool = Field(
+        default=False,
+        description="the repository takes names no prefix matches (not supported yet)",
+    )
+    anonymous_read: bool = False
+
+
+class RepositoryUpdate(RequestBody):
+    anonymous_read: bool | None = None
+    remote_url: str | None = Field(default=None, description="not supported yet")
+    flat_alias_prefix: str | None = Field(default=None, description="not supported yet")
+    is_catch_all: bool | None = Field(default=None, description="not supported yet")
+
+
+# Project members
+
+
+class Member(ResponseBody):
+    project: str
+    user: str
+    role: Role
+
+    @classmethod
+    def of(cls, record: MemberRecord) -> Member:
+        return cls.model_validate(
+            {"project": record.project, "user": record.user, "role": record.role}
+        )
+
+
+class MemberRole(RequestBody):
+    role: Role
+
+
+# Users
+
+
+class User(ResponseBody):
+    name: str
+    is_admin: bool
+    disabled: bool
+    created_at: int
+
+    @classmethod
+    def of(cls, record: UserRecord) -> User:
+        return cls(
+            name=record.name,
+            is_admin=record.is_admin,
+            disabled=record.disabled,
+            created_at=int(record.created_at),
+        )
+
+
+class CreatedUser(User):
+    password: str | None = Field(
+        description="the generated password, shown this once; null when the request set one"
+    )
+
+    @classmethod
+    def created(cls, record: UserRecord, password: str | None) -> CreatedUser:
+        return cls(**User.of(record).model_dump(), password=password)
+
+
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH)]
+
+
+class UserCreate(RequestBody):
+    name: str
+    password: Password | None = Field(
+        default=None, description="generated (and returned once) when absent"
+    )
+    is_admin: bool = False
+
+
+class UserUpdate(RequestBody):
+    """Users other than system administrators may change their own password, nothing else."""
+
+    password: Password | None = None
+    is_admin: bool | None = None
+    disabled: bool | None = None
+
+
+# Robots
+
+
+class Grant(RequestBody):
+    """Actions a robot may do in a project, or in one repository of it."""
+
+    project: str
+    repository: str | None = None
+    actions: list[Action] = Field(min_length=1)
+
+    @classmethod
+    def of(cls, record: GrantRecord) -> Grant:
+        return cls.model_validate(
+            {
+                "project": record.project,
+                "repository": record.repository,
+                "actions": list(record.actions),
+            },
+            strict=False,
+        )
+
+    def spec(self) -> GrantSpec:
+        return GrantSpec(self.project, self.repository, tuple(self.actions))
+
+
+class Robot(ResponseBody):
+    name: str = Field(description=f"`{ROBOT_PREFIX}<name>`, the name it signs in with")
+    description: str
+    expires_at: int | None
+    disabled: bool
+    created_at: int
+    last_used_at: int | None
+    grants: list[Grant]
+
+    @classmethod
+    def of(cls, record: RobotRecord) -> Robot:
+        return cls(
+            name=ROBOT_PREFIX + record.name,
+            description=record.description,
+            expires_at=_seconds(record.expires_at),
+            disabled=record.disabled,
+            created_at=int(record.created_at),
+            last_used_at=_seconds(record.last_used_at),
+            grants=[Grant.of(grant) for grant in record.grants],
+        )
+
+
+class RobotWithKey(Robot):
+    key: str = Field(description="the API key, shown this once")
+
+    @classmethod
+    def with_key(cls, record: RobotRecord, key: str) -> RobotWithKey:
+        return cls(**Robot.of(record).model_dump(), key=key)
+
+
+class RobotCreate(RequestBody):
+    name: str = Field(description=f"with or without the `{ROBOT_PREFIX}` prefix")
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    expires_in_seconds: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="never expires when absent"
+    )
+    grants: list[Grant] = Field(default_factory=list)
+
+    def grant_specs(self) -> list[GrantSpec]:
+        return [grant.spec() for grant in self.grants]
+
+
+class RobotUpdate(RequestBody):
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
+    disabled: bool | None = None
+    grants: list[Grant] | None = Field(default=None, description="replaces every grant")

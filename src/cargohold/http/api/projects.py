@@ -1,0 +1,248 @@
+"""Projects, their repositories and their members.
+
+What a caller may not see answers 404 as if it did not exist; what it sees but may not
+change answers 403.
+"""
+
+from __future__ import annotations
+
+from cargohold.auth.management import (
+    is_system_admin,
+    manages_project,
+    sees_project,
+    sees_repository,
+)
+from cargohold.db.metadata import ProjectRecord, RepositoryRecord
+from cargohold.http.api.errors import forbidden
+from cargohold.http.api.models import (
+    Member,
+    MemberRole,
+    Project,
+    ProjectCreate,
+    ProjectUpdate,
+    Repository,
+    RepositoryCreate,
+    RepositoryUpdate,
+)
+from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
+from cargohold.registry.errors import NotFound
+
+
+async def _visible_project(call: Call, name: str) -> ProjectRecord:
+    project = await call.services.projects.get_project(name)
+    if is_system_admin(call.standing) or sees_project(
+        call.standing, project, await call.services.projects.list_repositories()
+    ):
+        return project
+    raise NotFound(f"project {name!r} does not exist")
+
+
+async def _managed_project(call: Call, name: str) -> ProjectRecord:
+    project = await _visible_project(call, name)
+    if not manages_project(call.standing, project.id):
+        raise forbidden(f"only administrators of project {name!r} may do this")
+    return project
+
+
+async def _visible_repository(call: Call, project: str, name: str) -> RepositoryRecord:
+    repository = await call.services.projects.get_repository(project, name)
+    if not sees_repository(call.standing, repository):
+        raise NotFound(f"repository {project}/{name} does not exist")
+    return repository
+
+
+# Projects
+
+
+async def list_projects(call: Call) -> list[Project]:
+    repositories = await call.services.projects.list_repositories()
+    return [
+        Project.of(project)
+        for project in await call.services.projects.list_projects()
+        if sees_project(call.standing, project, repositories)
+    ]
+
+
+async def create_project(call: Call, body: ProjectCreate) -> Project:
+    project = await call.services.projects.create_project(body.name, body.anonymous_read)
+    return Project.of(project)
+
+
+async def get_project(call: Call) -> Project:
+    return Project.of(await _visible_project(call, call.param("project")))
+
+
+async def update_project(call: Call, body: ProjectUpdate) -> Project:
+    project = await _managed_project(call, call.param("project"))
+    if body.anonymous_read is not None:
+        project = await call.services.projects.update_project(
+            project.name, anonymous_read=body.anonymous_read
+        )
+    return Project.of(project)
+
+
+# Members
+
+
+async def list_members(call: Call) -> list[Member]:
+    project = await _managed_project(call, call.param("project"))
+    return [
+        Member.of(member) for member in await call.services.accounts_admin.members(project.name)
+    ]
+
+
+async def set_member(call: Call, body: MemberRole) -> Member:
+    project = await _managed_project(call, call.param("project"))
+    member = await call.services.accounts_admin.set_member(
+        project.name, call.param("user"), body.role
+    )
+    return Member.of(member)
+
+
+async def remove_member(call: Call) -> None:
+    project = await _managed_project(call, call.param("project"))
+    await call.services.accounts_admin.remove_member(project.name, call.param("user"))
+
+
+# Repositories
+
+
+async def list_repositories(call: Call) -> list[Repository]:
+    return [
+        Repository.of(repository)
+        for repository in await call.services.projects.list_repositories()
+        if sees_repository(call.standing, repository)
+    ]
+
+
+async def create_repository(call: Call, body: RepositoryCreate) -> Repository:
+    project = await _managed_project(call, body.project)
+    repository = await call.services.projects.create_repository(
+        project.name,
+        body.name,
+        body.repository_type,
+        body.format,
+        body.anonymous_read,
+        remote_url=body.remote_url,
+        flat_alias_prefix=body.flat_alias_prefix,
+        is_catch_all=body.is_catch_all,
+    )
+    return Repository.of(repository)
+
+
+async def get_repository(call: Call) -> Repository:
+    return Repository.of(await _visible_repository(call, call.param("project"), call.param("name")))
+
+
+async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
+    project = await _managed_project(call, call.param("project"))
+    repository = await call.services.projects.update_repository(
+        project.name,
+        call.param("name"),
+        anonymous_read=body.anonymous_read,
+        remote_url=body.remote_url,
+        flat_alias_prefix=body.flat_alias_prefix,
+        is_catch_all=body.is_catch_all,
+    )
+    return Repository.of(repository)
+
+
+ROUTES: tuple[Route, ...] = (
+    route(
+        "GET",
+        "/projects",
+        list_projects,
+        summary="List the projects the caller may see",
+        response=list[Project],
+        access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "POST",
+        "/projects",
+        create_project,
+        body=ProjectCreate,
+        summary="Create a project",
+        response=Project,
+        status=201,
+        access=Access.ADMIN,
+        errors=(409,),
+    ),
+    route(
+        "GET",
+        "/projects/{project}",
+        get_project,
+        summary="Show a project",
+        response=Project,
+        access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "PATCH",
+        "/projects/{project}",
+        update_project,
+        body=ProjectUpdate,
+        summary="Change a project (system or project administrators)",
+        response=Project,
+        access=Access.USER,
+    ),
+    route(
+        "GET",
+        "/projects/{project}/members",
+        list_members,
+        summary="List a project's members and their roles (system or project administrators)",
+        response=list[Member],
+        access=Access.USER,
+    ),
+    route_with_body(
+        "PUT",
+        "/projects/{project}/members/{user}",
+        set_member,
+        body=MemberRole,
+        summary="Make a user a member of a project, or change its role there",
+        response=Member,
+        access=Access.USER,
+    ),
+    route(
+        "DELETE",
+        "/projects/{project}/members/{user}",
+        remove_member,
+        summary="Remove a user from a project's members",
+        response=None,
+        access=Access.USER,
+    ),
+    route(
+        "GET",
+        "/repos",
+        list_repositories,
+        summary="List the repositories the caller may see",
+        response=list[Repository],
+        access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "POST",
+        "/repos",
+        create_repository,
+        body=RepositoryCreate,
+        summary="Create a repository (system or project administrators)",
+        response=Repository,
+        status=201,
+        access=Access.USER,
+        errors=(404, 409),
+    ),
+    route(
+        "GET",
+        "/repos/{project}/{name}",
+        get_repository,
+        summary="Show a repository",
+        response=Repository,
+        access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "PATCH",
+        "/repos/{project}/{name}",
+        update_repository,
+        body=RepositoryUpdate,
+        summary="Change a repository (system or project administrators)",
+        response=Repository,
+        access=Access.USER,
+    ),
+)
