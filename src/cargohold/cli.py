@@ -26,6 +26,7 @@ from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
+from cargohold.registry.projects import ProxySettings
 from cargohold.registry.services import Services, build_services
 
 Action = Callable[[Services, argparse.Namespace], Awaitable[None]]
@@ -117,15 +118,27 @@ async def member_list(services: Services, args: argparse.Namespace) -> None:
 
 async def repo_create(services: Services, args: argparse.Namespace) -> None:
     repository = await services.projects.create_repository(
-        args.project, args.name, args.type, args.format, args.anonymous_read
+        args.project,
+        args.name,
+        args.type,
+        args.format,
+        args.anonymous_read,
+        proxy=ProxySettings.of(
+            args.remote_url, args.cache_ttl, args.upstream_username, args.upstream_password
+        ),
     )
     _say(f"created {repository.kind} repository {repository.project}/{repository.name}")
 
 
 async def repo_update(services: Services, args: argparse.Namespace) -> None:
-    _required_switch(args.anonymous_read, "anonymous-read")
     repository = await services.projects.update_repository(
-        args.project, args.name, anonymous_read=args.anonymous_read
+        args.project,
+        args.name,
+        anonymous_read=args.anonymous_read,
+        remote_url=args.remote_url,
+        cache_ttl=args.cache_ttl,
+        upstream_username=args.upstream_username,
+        upstream_password=args.upstream_password,
     )
     state = "on" if repository.anonymous_read else "off"
     _say(f"repository {repository.project}/{repository.name}: anonymous read {state}")
@@ -133,9 +146,14 @@ async def repo_update(services: Services, args: argparse.Namespace) -> None:
 
 async def repo_list(services: Services, args: argparse.Namespace) -> None:
     for repository in await services.projects.list_repositories():
+        upstream = (
+            f"\t{repository.remote_url} cache_ttl={repository.cache_ttl}"
+            if repository.is_proxy
+            else ""
+        )
         print(
             f"{repository.project}/{repository.name}\t{repository.kind}\t{repository.format}"
-            f"\tanonymous_read={str(repository.anonymous_read).lower()}"
+            f"\tanonymous_read={str(repository.anonymous_read).lower()}{upstream}"
         )
 
 
@@ -260,6 +278,14 @@ def _parser() -> argparse.ArgumentParser:
             f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help
         )
 
+    def upstream_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--remote-url", help="a proxy's upstream, e.g. https://registry-1.docker.io"
+        )
+        sub.add_argument("--cache-ttl", type=int, help="seconds a cached tag is served unchecked")
+        sub.add_argument("--upstream-username", help="the proxy's account upstream")
+        sub.add_argument("--upstream-password", help="the proxy's password upstream")
+
     serve_parser = command(commands, "serve", serve, "run the registry server")
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
@@ -285,13 +311,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = command(repo, "create", repo_create, "create a repository in a project")
     sub.add_argument("project")
     sub.add_argument("name")
-    sub.add_argument("--type", default="hosted", help="repository type (hosted)")
+    sub.add_argument("--type", default="hosted", help="hosted or proxy")
     sub.add_argument("--format", default="docker", help="repository format (docker)")
     switch(sub, "anonymous-read", "let anyone pull from the repository", default=False)
+    upstream_options(sub)
     sub = command(repo, "update", repo_update, "change a repository")
     sub.add_argument("project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the repository")
+    upstream_options(sub)
     command(repo, "list", repo_list, "list repositories")
 
     user = group("user", "manage users")

@@ -292,6 +292,8 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         "flat_alias_prefix",
         "is_catch_all",
         "anonymous_read",
+        "upstream_username",
+        "upstream_password",
     }
 
 
@@ -367,7 +369,11 @@ def test_repository_lifecycle(api_server: Server, admin: Api, project: str) -> N
         "anonymous_read": False,
     }
     created = ok(admin.post("/repos", body), 201)
-    assert created == {**body, "created_at": created["created_at"]}
+    assert created == {
+        **body,
+        "created_at": created["created_at"],
+        "has_upstream_credentials": False,
+    }
     assert isinstance(created["created_at"], int)
     assert ok(admin.get(f"/repos/{project}/images")) == created
     assert created in ok(admin.get("/repos"))
@@ -393,20 +399,43 @@ def test_a_minimal_repository_body_makes_a_hosted_docker_repository(
 @pytest.mark.parametrize(
     ("fields", "contains"),
     [
-        ({"repository_type": "proxy", "remote_url": "https://registry-1.docker.io"}, "proxy"),
-        ({"repository_type": "proxy"}, "proxy repositories are not supported yet"),
-        ({"remote_url": "https://registry-1.docker.io"}, "remote_url is not supported yet"),
+        ({"repository_type": "proxy"}, "a proxy repository needs a remote_url"),
+        ({"remote_url": "https://registry-1.docker.io"}, "only a proxy has one"),
+        ({"repository_type": "proxy", "remote_url": "registry-1.docker.io"}, "http(s) URL"),
+        ({"upstream_username": "u", "upstream_password": "p"}, "need a remote_url"),
         ({"flat_alias_prefix": "common/external/"}, "flat_alias_prefix) are not supported yet"),
         ({"is_catch_all": True}, "is_catch_all) are not supported yet"),
     ],
 )
-def test_what_later_work_brings_is_refused(
+def test_unsupported_or_inconsistent_repositories_are_refused(
     admin: Api, project: str, fields: dict[str, Any], contains: str
 ) -> None:
     name = unique("r-")
     message = refused(admin.post("/repos", {"project": project, "name": name, **fields}), 400)
-    assert contains in message and "not supported yet" in message
+    assert contains in message
     refused(admin.get(f"/repos/{project}/{name}"), 404)
+
+
+def test_a_proxy_repository_keeps_its_upstream_credentials_to_itself(
+    admin: Api, project: str
+) -> None:
+    body = {
+        "project": project,
+        "name": "hub",
+        "repository_type": "proxy",
+        "remote_url": "https://registry-1.docker.io/",
+        "cache_ttl": 600,
+        "upstream_username": "someone",
+        "upstream_password": "upstream-secret",
+    }
+    created = ok(admin.post("/repos", body), 201)
+    assert created["remote_url"] == "https://registry-1.docker.io"
+    assert (created["cache_ttl"], created["has_upstream_credentials"]) == (600, True)
+    for answer in (created, ok(admin.get(f"/repos/{project}/hub"), 200)):
+        assert "upstream-secret" not in str(answer) and "someone" not in str(answer)
+    changed = ok(admin.patch(f"/repos/{project}/hub", {"cache_ttl": 5}), 200)
+    assert (changed["cache_ttl"], changed["has_upstream_credentials"]) == (5, True)
+    refused(admin.patch(f"/repos/{project}/apps", {"cache_ttl": 5}), 400, "only a proxy")
 
 
 @pytest.mark.parametrize(
@@ -441,6 +470,7 @@ def test_repository_conflicts_and_missing_ones(admin: Api, project: str) -> None
     )
     refused(admin.patch(f"/repos/{project}/apps", {"is_catch_all": True}), 400, "catch-all")
     refused(admin.patch(f"/repos/{project}/apps", {"repository_type": "proxy"}), 400, "unknown")
+    refused(admin.patch(f"/repos/{project}/apps", {"remote_url": "https://r.io"}), 400, "proxy")
 
 
 def test_project_admins_manage_their_repositories_only(

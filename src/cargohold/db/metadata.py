@@ -56,6 +56,14 @@ class RepositoryRecord:
     created_at: float
     anonymous_read: bool
     project_anonymous_read: bool
+    remote_url: str | None = None
+    upstream_username: str | None = None
+    upstream_password: str | None = None
+    cache_ttl: int | None = None
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.kind == "proxy"
 
     @property
     def prefix(self) -> str:
@@ -105,6 +113,10 @@ _REPOSITORY_COLUMNS = (
     repositories.c.created_at,
     repositories.c.anonymous_read,
     projects.c.anonymous_read.label("project_anonymous_read"),
+    repositories.c.remote_url,
+    repositories.c.upstream_username,
+    repositories.c.upstream_password,
+    repositories.c.cache_ttl,
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -172,36 +184,36 @@ class MetadataStore(Store):
         return [ProjectRecord(*row) for row in rows]
 
     async def create_repository(
-        self, project: ProjectRecord, name: str, kind: str, format: str, anonymous_read: bool
+        self, project: ProjectRecord, name: str, kind: str, format: str, **settings: Any
     ) -> RepositoryRecord:
-        now = time.time()
+        """A new repository; `settings` are further columns (anonymous_read, remote_url...)."""
         try:
             async with self._write() as conn:
-                result = await conn.execute(
-                    insert(repositories)
-                    .values(
+                await conn.execute(
+                    insert(repositories).values(
                         project_id=project.id,
                         name=name,
                         kind=kind,
                         format=format,
-                        created_at=now,
-                        anonymous_read=anonymous_read,
+                        created_at=time.time(),
+                        **settings,
                     )
-                    .returning(repositories.c.id)
-                )
-                return RepositoryRecord(
-                    result.scalar_one(),
-                    project.id,
-                    project.name,
-                    name,
-                    kind,
-                    format,
-                    now,
-                    anonymous_read,
-                    project.anonymous_read,
                 )
         except IntegrityError as error:
             raise AlreadyExists(f"{project.name}/{name}") from error
+        found = await self.get_repository(project.name, name)
+        assert found is not None
+        return found
+
+    async def get_repository(self, project: str, name: str) -> RepositoryRecord | None:
+        query = (
+            select(*_REPOSITORY_COLUMNS)
+            .join(projects, projects.c.id == repositories.c.project_id)
+            .where(projects.c.name == project, repositories.c.name == name)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _repository(row) if row else None
 
     async def update_project(self, name: str, **values: Any) -> bool:
         async with self._write() as conn:

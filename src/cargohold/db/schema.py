@@ -52,6 +52,12 @@ repositories = Table(
     Column("format", String(20), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("anonymous_read", Boolean, nullable=False, server_default=false()),
+    # Proxy repositories: the upstream, its credentials (never shown), how long a tag is
+    # served from the cache before it is checked upstream again.
+    Column("remote_url", String(1000)),
+    Column("upstream_username", String(255)),
+    Column("upstream_password", String(1000)),
+    Column("cache_ttl", Integer),
     UniqueConstraint("project_id", "name"),
 )
 
@@ -116,6 +122,8 @@ tags = Table(
     Column("name", String(128), primary_key=True),
     Column("digest", DIGEST, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # In a proxy repository, when the upstream last confirmed the tag's digest.
+    Column("checked_at", Double),
 )
 
 uploads = Table(

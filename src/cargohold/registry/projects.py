@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord
 from cargohold.db.store import AlreadyExists
@@ -12,7 +14,7 @@ from cargohold.registry.router import NameRouter
 # One component of the OCI name grammar: projects and repositories are name components.
 COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 MAX_COMPONENT_LENGTH = 100
-REPOSITORY_KINDS = ("hosted",)
+REPOSITORY_KINDS = ("hosted", "proxy")
 REPOSITORY_FORMATS = ("docker",)
 
 
@@ -24,21 +26,61 @@ def _check_component(what: str, value: str) -> None:
         )
 
 
-def _refuse_unsupported(
-    *,
-    kind: str = "hosted",
-    remote_url: str | None = None,
-    flat_alias_prefix: str | None = None,
-    is_catch_all: bool | None = None,
-) -> None:
-    """Refuse what later work brings: proxy repositories and flat aliases."""
-    if kind == "proxy":
-        raise InvalidInput("proxy repositories are not supported yet; create a hosted repository")
-    if remote_url is not None:
-        raise InvalidInput(
-            "remote_url is not supported yet: it belongs to proxy repositories, which are not"
-            " supported yet"
+DEFAULT_CACHE_TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """What a proxy repository needs to reach its upstream."""
+
+    remote_url: str
+    cache_ttl: int = DEFAULT_CACHE_TTL_SECONDS
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        remote_url: str | None,
+        cache_ttl: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> ProxySettings | None:
+        """Settings from optional fields: None when no upstream is named (a cache_ttl alone,
+        which clients send for every kind of repository, is then ignored)."""
+        if remote_url is None:
+            if username is not None or password is not None:
+                raise InvalidInput("upstream credentials need a remote_url")
+            return None
+        return cls(
+            remote_url,
+            DEFAULT_CACHE_TTL_SECONDS if cache_ttl is None else cache_ttl,
+            username,
+            password,
         )
+
+    def checked(self) -> dict[str, object]:
+        """The columns to store, once the settings make sense."""
+        url = urlsplit(self.remote_url)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise InvalidInput(
+                f"remote_url {self.remote_url!r} must be an http(s) URL of a registry,"
+                " e.g. https://registry-1.docker.io"
+            )
+        if self.cache_ttl < 0:
+            raise InvalidInput("cache_ttl must be zero or more seconds")
+        if (self.username is None) != (self.password is None):
+            raise InvalidInput("give both the upstream username and password, or neither")
+        return {
+            "remote_url": self.remote_url.rstrip("/"),
+            "cache_ttl": self.cache_ttl,
+            "upstream_username": self.username,
+            "upstream_password": self.password,
+        }
+
+
+def _refuse_aliases(flat_alias_prefix: str | None, is_catch_all: bool | None) -> None:
+    """Refuse what later work brings: flat aliases."""
     if flat_alias_prefix is not None:
         raise InvalidInput("flat aliases (flat_alias_prefix) are not supported yet")
     if is_catch_all:
@@ -80,17 +122,12 @@ class ProjectService:
         format: str = "docker",
         anonymous_read: bool = False,
         *,
-        remote_url: str | None = None,
+        proxy: ProxySettings | None = None,
         flat_alias_prefix: str | None = None,
         is_catch_all: bool = False,
     ) -> RepositoryRecord:
         _check_component("repository", name)
-        _refuse_unsupported(
-            kind=kind,
-            remote_url=remote_url,
-            flat_alias_prefix=flat_alias_prefix,
-            is_catch_all=is_catch_all,
-        )
+        _refuse_aliases(flat_alias_prefix, is_catch_all)
         if kind not in REPOSITORY_KINDS:
             raise InvalidInput(
                 f"repository type {kind!r} is not supported; choose {', '.join(REPOSITORY_KINDS)}"
@@ -99,12 +136,19 @@ class ProjectService:
             raise InvalidInput(
                 f"format {format!r} is not supported; choose {', '.join(REPOSITORY_FORMATS)}"
             )
+        if (kind == "proxy") != (proxy is not None):
+            raise InvalidInput("a proxy repository needs a remote_url, and only a proxy has one")
         project = await self._metadata.get_project(project_name)
         if project is None:
             raise NotFound(f"project {project_name!r} does not exist")
         try:
             repository = await self._metadata.create_repository(
-                project, name, kind, format, anonymous_read
+                project,
+                name,
+                kind,
+                format,
+                anonymous_read=anonymous_read,
+                **(proxy.checked() if proxy else {}),
             )
         except AlreadyExists:
             raise Conflict(f"repository {project_name}/{name} already exists") from None
@@ -115,10 +159,10 @@ class ProjectService:
         return await self._metadata.list_repositories()
 
     async def get_repository(self, project_name: str, name: str) -> RepositoryRecord:
-        for repository in await self._metadata.list_repositories():
-            if (repository.project, repository.name) == (project_name, name):
-                return repository
-        raise NotFound(f"repository {project_name}/{name} does not exist")
+        repository = await self._metadata.get_repository(project_name, name)
+        if repository is None:
+            raise NotFound(f"repository {project_name}/{name} does not exist")
+        return repository
 
     async def update_repository(
         self,
@@ -127,16 +171,31 @@ class ProjectService:
         *,
         anonymous_read: bool | None = None,
         remote_url: str | None = None,
+        cache_ttl: int | None = None,
+        upstream_username: str | None = None,
+        upstream_password: str | None = None,
         flat_alias_prefix: str | None = None,
         is_catch_all: bool | None = None,
     ) -> RepositoryRecord:
         """Change what is given; None leaves a setting as it is."""
         repository = await self.get_repository(project_name, name)
-        _refuse_unsupported(
-            remote_url=remote_url, flat_alias_prefix=flat_alias_prefix, is_catch_all=is_catch_all
-        )
-        if anonymous_read is None:
-            return repository
-        await self._metadata.update_repository(repository.id, anonymous_read=anonymous_read)
-        self._router.invalidate()
+        _refuse_aliases(flat_alias_prefix, is_catch_all)
+        values: dict[str, object] = {}
+        if anonymous_read is not None:
+            values["anonymous_read"] = anonymous_read
+        upstream = (remote_url, cache_ttl, upstream_username, upstream_password)
+        if any(value is not None for value in upstream):
+            if not repository.is_proxy:
+                raise InvalidInput("only a proxy repository has upstream settings")
+            credentials_given = upstream_username is not None or upstream_password is not None
+            proxy = ProxySettings(
+                remote_url or repository.remote_url or "",
+                cache_ttl if cache_ttl is not None else repository.cache_ttl or 0,
+                upstream_username if credentials_given else repository.upstream_username,
+                upstream_password if credentials_given else repository.upstream_password,
+            )
+            values.update(proxy.checked())
+        if values:
+            await self._metadata.update_repository(repository.id, **values)
+            self._router.invalidate()
         return await self.get_repository(project_name, name)

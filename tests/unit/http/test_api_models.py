@@ -56,6 +56,7 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
         "repository_type": "hosted",
         "remote_url": None,
         "cache_ttl": None,
+        "has_upstream_credentials": False,
         "flat_alias_prefix": None,
         "is_catch_all": False,
         "anonymous_read": False,

@@ -91,8 +91,13 @@ def test_the_contract_fields_are_in_the_schemas() -> None:
         "is_catch_all",
         "anonymous_read",
     }
-    assert set(schemas["RepositoryCreate"]["properties"]) == save_fields
-    assert set(schemas["Repository"]["properties"]) == save_fields | {"created_at"}
+    # Upstream credentials go in, and only whether they are set comes out.
+    credentials = {"upstream_username", "upstream_password"}
+    assert set(schemas["RepositoryCreate"]["properties"]) == save_fields | credentials
+    assert set(schemas["Repository"]["properties"]) == save_fields | {
+        "created_at",
+        "has_upstream_credentials",
+    }
     assert set(schemas["RepositoryCreate"]["required"]) == {"project", "name"}
     assert schemas["RepositoryCreate"]["additionalProperties"] is False
     assert set(schemas["Project"]["properties"]) == {"name", "anonymous_read", "created_at"}

@@ -12,6 +12,7 @@ import pytest
 from cargohold.config import load_settings
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, NotFound
+from cargohold.registry.projects import ProxySettings
 from cargohold.registry.services import Services, build_services
 
 
@@ -26,19 +27,23 @@ async def _services(tmp_path: Path) -> Services:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"kind": "proxy"}, "proxy repositories are not supported yet"),
-        ({"remote_url": "https://registry-1.docker.io"}, "remote_url is not supported yet"),
+        ({"kind": "proxy"}, "a proxy repository needs a remote_url"),
+        ({"proxy": ProxySettings("https://registry-1.docker.io")}, "only a proxy has one"),
+        ({"kind": "proxy", "proxy": ProxySettings("ftp://example.com")}, "http(s) URL"),
+        ({"kind": "proxy", "proxy": ProxySettings("https://")}, "http(s) URL"),
+        ({"kind": "proxy", "proxy": ProxySettings("https://r.io", -1)}, "cache_ttl"),
+        ({"kind": "proxy", "proxy": ProxySettings("https://r.io", 1, "u")}, "username and"),
         ({"flat_alias_prefix": "team/external/"}, "flat aliases"),
         ({"is_catch_all": True}, "catch-all repositories"),
     ],
 )
-def test_unsupported_settings_are_refused_at_creation(
+def test_unsupported_or_inconsistent_settings_are_refused_at_creation(
     tmp_path: Path, settings: dict[str, Any], message: str
 ) -> None:
     async def scenario() -> None:
         services = await _services(tmp_path)
         try:
-            with pytest.raises(InvalidInput, match="not supported yet") as refused:
+            with pytest.raises(InvalidInput) as refused:
                 await services.projects.create_repository("team", "apps", **settings)
             assert message in str(refused.value)
             assert await services.projects.list_repositories() == []

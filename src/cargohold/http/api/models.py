@@ -78,6 +78,8 @@ class Repository(ResponseBody):
     repository_type: str
     remote_url: str | None
     cache_ttl: int | None
+    # Whether upstream credentials are set; they themselves are never returned.
+    has_upstream_credentials: bool
     flat_alias_prefix: str | None
     is_catch_all: bool
     anonymous_read: bool
@@ -90,8 +92,9 @@ class Repository(ResponseBody):
             name=record.name,
             format=record.format,
             repository_type=record.kind,
-            remote_url=None,
-            cache_ttl=None,
+            remote_url=record.remote_url,
+            cache_ttl=record.cache_ttl,
+            has_upstream_credentials=record.upstream_username is not None,
             flat_alias_prefix=None,
             is_catch_all=False,
             anonymous_read=record.anonymous_read,
@@ -105,11 +108,17 @@ class RepositoryCreate(RequestBody):
     format: Format = "docker"
     repository_type: RepositoryType = "hosted"
     remote_url: str | None = Field(
-        default=None, description="the upstream of a proxy repository (not supported yet)"
+        default=None, description="the upstream registry of a proxy repository"
     )
     cache_ttl: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
-        description="seconds a proxy repository keeps what it cached; unused by hosted ones",
+        description="seconds a proxy serves a cached tag before checking it upstream",
+    )
+    upstream_username: str | None = Field(
+        default=None, description="the upstream account of a proxy (never returned)"
+    )
+    upstream_password: str | None = Field(
+        default=None, description="the upstream password of a proxy (never returned)"
     )
     flat_alias_prefix: str | None = Field(
         default=None, description="a second name prefix of the repository (not supported yet)"
@@ -123,7 +132,10 @@ class RepositoryCreate(RequestBody):
 
 class RepositoryUpdate(RequestBody):
     anonymous_read: bool | None = None
-    remote_url: str | None = Field(default=None, description="not supported yet")
+    remote_url: str | None = None
+    cache_ttl: Annotated[int, Field(ge=0)] | None = None
+    upstream_username: str | None = None
+    upstream_password: str | None = None
     flat_alias_prefix: str | None = Field(default=None, description="not supported yet")
     is_catch_all: bool | None = Field(default=None, description="not supported yet")
 

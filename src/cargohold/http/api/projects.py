@@ -26,6 +26,7 @@ from cargohold.http.api.models import (
 )
 from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
 from cargohold.registry.errors import NotFound
+from cargohold.registry.projects import ProxySettings
 
 
 async def _visible_project(call: Call, name: str) -> ProjectRecord:
@@ -123,7 +124,9 @@ async def create_repository(call: Call, body: RepositoryCreate) -> Repository:
         body.repository_type,
         body.format,
         body.anonymous_read,
-        remote_url=body.remote_url,
+        proxy=ProxySettings.of(
+            body.remote_url, body.cache_ttl, body.upstream_username, body.upstream_password
+        ),
         flat_alias_prefix=body.flat_alias_prefix,
         is_catch_all=body.is_catch_all,
     )
@@ -141,6 +144,9 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
         call.param("name"),
         anonymous_read=body.anonymous_read,
         remote_url=body.remote_url,
+        cache_ttl=body.cache_ttl,
+        upstream_username=body.upstream_username,
+        upstream_password=body.upstream_password,
         flat_alias_prefix=body.flat_alias_prefix,
         is_catch_all=body.is_catch_all,
     )
