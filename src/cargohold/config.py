@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cargohold.db.engine import sqlite_url
 
@@ -42,6 +42,21 @@ class Settings(BaseModel):
     admin_password: str | None = None
     login_failure_limit: int = Field(default=10, ge=1)
     login_failure_window_seconds: int = Field(default=300, ge=1)
+    docker_hub_hosts: tuple[str, ...] = Field(
+        default=("registry-1.docker.io", "docker.io", "index.docker.io", "registry.hub.docker.com"),
+        description="upstream hosts treated as Docker Hub (one-segment names get library/)",
+    )
+    proxy_timeout_seconds: float = Field(default=20.0, gt=0)
+    proxy_not_found_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("docker_hub_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return (
+            tuple(h.strip() for h in value.split(",") if h.strip())
+            if isinstance(value, str)
+            else value
+        )
 
     @property
     def metadata_url(self) -> str:

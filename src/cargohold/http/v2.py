@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -16,8 +17,13 @@ from cargohold.oci.digest import digest_algorithm_param
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
 from cargohold.oci.ranges import parse_content_range, upload_range_header
+from cargohold.registry.blobs import BlobContent
 from cargohold.registry.manifests import tags_body
+from cargohold.registry.proxy import UpstreamBlob
 from cargohold.registry.router import Target
+from cargohold.registry.upstream import UpstreamError, upstream_host
+
+log = logging.getLogger(__name__)
 
 BODY_CHUNK = 1 << 20
 MAX_PAGE_SIZE = 1 << 31
@@ -92,15 +98,34 @@ async def api_version(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+def _proxy_headers(request: web.Request, target: Target, warning: str | None) -> dict[str, str]:
+    """A stale answer's `Warning`, and `OCI-Namespace` when the request's `ns` names the
+    proxy's upstream (the spec's Registry Proxying section)."""
+    headers = {"Warning": warning} if warning else {}
+    namespace = request.query.get("ns")
+    remote_url = target.repository.remote_url
+    hub_hosts = _services(request).proxy.docker_hub_hosts
+    if namespace and remote_url and namespace == upstream_host(remote_url, hub_hosts):
+        headers["OCI-Namespace"] = namespace
+    return headers
+
+
 async def get_manifest(request: web.Request) -> web.Response:
+    services = _services(request)
     target, _ = await authorized(request, READ)
     accepted = parse_accept(request.headers.getall("Accept", []))
-    manifest = await _services(request).manifests.get(
-        target, request.match_info["reference"], accepted
-    )
+    reference = request.match_info["reference"]
+    headers: dict[str, str] = {}
+    if target.repository.is_proxy:
+        served = await services.proxy.manifest(target, reference, accepted)
+        manifest = served.manifest
+        headers = _proxy_headers(request, target, served.warning)
+    else:
+        manifest = await services.manifests.get(target, reference, accepted)
     return web.Response(
         body=manifest.body,
         headers={
+            **headers,
             "Content-Type": manifest.media_type,
             "Docker-Content-Digest": manifest.digest,
             "ETag": f'"{manifest.digest}"',
@@ -164,8 +189,20 @@ def _range_unsatisfiable(request: web.Request, size: int) -> bool:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
+    services = _services(request)
     target, _ = await authorized(request, READ)
-    blob = await _services(request).blobs.get(target, request.match_info["digest"])
+    reference = request.match_info["digest"]
+    blob: BlobContent | UpstreamBlob
+    if not target.repository.is_proxy:
+        blob = await services.blobs.get(target, reference)
+    elif request.method == "HEAD":
+        digest, size = await services.proxy.blob_size(target, reference)
+        headers = {"Docker-Content-Digest": digest, "Content-Length": str(size)}
+        return web.Response(headers={**headers, **_proxy_headers(request, target, None)})
+    else:
+        blob = await services.proxy.blob(target, reference)
+    if isinstance(blob, UpstreamBlob):
+        return await _relay_blob(request, target, blob)
     if _range_unsatisfiable(request, blob.size):
         raise RegistryError(
             ErrorCode.SIZE_INVALID,
@@ -181,6 +218,32 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             "Docker-Content-Digest": blob.digest,
         },
     )
+
+
+async def _relay_blob(
+    request: web.Request, target: Target, blob: UpstreamBlob
+) -> web.StreamResponse:
+    """Stream a blob from a proxy's upstream; a failure midway cuts the connection, so the
+    client sees a short transfer, never wrong bytes presented as whole."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": str(blob.digest),
+            **_proxy_headers(request, target, None),
+        }
+    )
+    response.content_length = blob.size
+    await response.prepare(request)
+    try:
+        async for data in blob.stream():
+            await response.write(data)
+    except (RegistryError, UpstreamError) as error:
+        log.warning("cut %s %s: %s", request.method, request.path, error)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def delete_blob(request: web.Request) -> web.Response:
@@ -259,23 +322,35 @@ async def cancel_upload(request: web.Request) -> web.Response:
 
 
 async def list_tags(request: web.Request) -> web.Response:
+    services = _services(request)
     target, _ = await authorized(request, READ)
-    limit = _page_size(request)
-    tag_names = (
-        []
-        if limit == 0
-        else await _services(request).manifests.tags(target, request.query.get("last"), limit)
-    )
-    return _paged(request, tag_names, limit, tags_body(target.name, tag_names))
+    limit, last = _page_size(request), request.query.get("last")
+    tag_names: list[str] = []
+    warning = None
+    if limit == 0:
+        pass
+    elif target.repository.is_proxy:
+        listing = await services.proxy.tags(target, last, limit)
+        tag_names, warning = listing.tags, listing.warning
+    else:
+        tag_names = await services.manifests.tags(target, last, limit)
+    response = _paged(request, tag_names, limit, tags_body(target.name, tag_names))
+    response.headers.update(_proxy_headers(request, target, warning))
+    return response
 
 
 async def list_referrers(request: web.Request) -> web.Response:
     target, _ = await authorized(request, READ)
+    services = _services(request)
     artifact_type = request.query.get("artifactType")
-    body = await _services(request).manifests.referrers(
-        target, request.match_info["digest"], artifact_type
-    )
-    headers = {"Content-Type": OCI_INDEX}
+    reference = request.match_info["digest"]
+    warning = None
+    if target.repository.is_proxy:
+        referrers = await services.proxy.referrers(target, reference, artifact_type)
+        body, warning = referrers.body, referrers.warning
+    else:
+        body = await services.manifests.referrers(target, reference, artifact_type)
+    headers = {"Content-Type": OCI_INDEX, **_proxy_headers(request, target, warning)}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
     return web.Response(body=body, headers=headers)

@@ -20,6 +20,10 @@ REPOSITORY_ACTIONS = (PULL, PUSH, DELETE)
 
 _RESOURCE_TYPE = re.compile(r"[a-z0-9]+(?:\([a-z0-9]+\))?")
 _ACTION = re.compile(r"[a-z]*|\*")
+_COMPONENT = r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*"
+_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOSTNAME = rf"{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?"
+_RESOURCE_NAME = re.compile(rf"(?:{_HOSTNAME}/)?{_COMPONENT}(?:/{_COMPONENT})*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,9 @@ def parse_scope(value: str) -> Scope | None:
     """One resource scope, or None when it is not of the grammar (it then grants nothing)."""
     resource_type, colon, rest = value.partition(":")
     name, colon2, actions = rest.rpartition(":")
-    if not colon or not colon2 or not name or not _RESOURCE_TYPE.fullmatch(resource_type):
+    if not colon or not colon2 or not _RESOURCE_TYPE.fullmatch(resource_type):
+        return None
+    if not _RESOURCE_NAME.fullmatch(name):
         return None
     action_list = tuple(dict.fromkeys(a for a in actions.split(",") if a))
     if not all(_ACTION.fullmatch(action) for action in action_list):
@@ -104,3 +110,26 @@ def parse_authorization(header: str | None) -> BasicCredentials | BearerToken | 
             raise MalformedAuthorization("a Bearer token must be one token68 value")
         return BearerToken(value)
     raise MalformedAuthorization(f"unsupported authorization scheme {scheme!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A `WWW-Authenticate` challenge from an upstream registry."""
+
+    scheme: str  # lower case: "bearer" or "basic"
+    params: dict[str, str]
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """The first challenge of a `WWW-Authenticate` value, or None when there is none."""
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return None
+    params = {
+        match[1].lower(): re.sub(r"\\(.)", r"\1", match[2]) if match[2] is not None else match[3]
+        for match in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return Challenge(scheme.lower(), params)

@@ -8,7 +8,7 @@ from pathlib import Path
 from cargohold.db.metadata import MetadataStore, StillReferenced
 from cargohold.oci.digest import Digest
 from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.registry.router import NameRouter, Target
+from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
 
@@ -44,6 +44,7 @@ class BlobService:
 
     async def mount(self, target: Target, reference: str, source: Target) -> str | None:
         """Link a blob of another image here; None when the source does not hold it."""
+        require_hosted(target)
         digest = str(Digest.parse(reference))
         size = await self._linked_size(source, digest)
         if size is None or await self._store.size(digest) is None:
@@ -54,6 +55,7 @@ class BlobService:
         return digest
 
     async def delete(self, target: Target, reference: str) -> None:
+        require_hosted(target)
         digest = str(Digest.parse(reference))
         image_id = await self._router.image_id(target)
         try:

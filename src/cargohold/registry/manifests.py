@@ -13,7 +13,7 @@ from cargohold.oci.manifest import Descriptor, Manifest, parse_manifest, referre
 from cargohold.oci.mediatypes import is_acceptable
 from cargohold.oci.names import parse_reference, validate_tag
 from cargohold.registry.cache import ContentCache
-from cargohold.registry.router import NameRouter, Target
+from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
@@ -39,6 +39,17 @@ def manifest_unknown(reference: str, name: str) -> RegistryError:
     )
 
 
+def _verified_digest(body: bytes, expected: Digest) -> str:
+    digest = str(digest_of(body, expected.algorithm))
+    if digest != str(expected):
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID,
+            f"the manifest's digest is {digest}, not {expected}",
+            detail={"expected": str(expected), "actual": digest},
+        )
+    return digest
+
+
 def _new_manifest(digest: str, size: int, manifest: Manifest) -> NewManifest:
     return NewManifest(
         digest=digest,
@@ -62,7 +73,7 @@ class ManifestService:
         max_manifest_bytes: int,
     ) -> None:
         self._metadata = metadata
-        self._store = store
+        self._blob_store = store
         self._router = router
         self.max_manifest_bytes = max_manifest_bytes
         self._cache = ContentCache(MANIFEST_CACHE_BYTES)
@@ -90,7 +101,7 @@ class ManifestService:
             )
         body = self._cache.get(record.digest)
         if body is None:
-            body = await self._store.read_bytes(record.digest)
+            body = await self._blob_store.read_bytes(record.digest)
             self._cache.put(record.digest, body)
         return ManifestContent(record.digest, record.media_type, body)
 
@@ -102,16 +113,12 @@ class ManifestService:
         content_type: str | None,
         extra_tags: Sequence[str] = (),
     ) -> StoredManifest:
+        """A push: everything the manifest references must be in the image already."""
+        require_hosted(target)
         parsed = parse_reference(reference)
         tag_names = [validate_tag(tag) for tag in extra_tags]
         if isinstance(parsed, Digest):
-            digest = str(digest_of(body, parsed.algorithm))
-            if digest != str(parsed):
-                raise RegistryError(
-                    ErrorCode.DIGEST_INVALID,
-                    f"the manifest's digest is {digest}, not {parsed}",
-                    detail={"expected": str(parsed), "actual": digest},
-                )
+            digest = _verified_digest(body, parsed)
         else:
             digest = str(digest_of(body))
             tag_names.insert(0, parsed)
@@ -129,12 +136,38 @@ class ManifestService:
                 f" {', '.join(missing)}; push it first",
                 detail={"missing": missing},
             )
-        await self._store.put_bytes(digest, body)
-        self._cache.put(digest, body)
-        await self._metadata.put_manifest(image_id, new, tag_names)
+        await self._keep(image_id, new, body, tag_names, checked_upstream=False)
         return StoredManifest(digest, new.subject_digest, tuple(tag_names))
 
+    async def cache(
+        self, target: Target, expected: Digest, body: bytes, media_type: str | None, tag: str | None
+    ) -> None:
+        """Keep a manifest a proxy fetched: what it references is fetched when asked for."""
+        digest = _verified_digest(body, expected)
+        manifest = parse_manifest(body, media_type)
+        image_id = await self._router.image_id(target, create=True)
+        assert image_id is not None
+        new = _new_manifest(digest, len(body), manifest)
+        await self._keep(image_id, new, body, [tag] if tag else [], checked_upstream=True)
+
+    async def _keep(
+        self,
+        image_id: int,
+        new: NewManifest,
+        body: bytes,
+        tag_names: Sequence[str],
+        *,
+        checked_upstream: bool,
+    ) -> None:
+        # The bytes first: a row is never visible before what it describes.
+        await self._blob_store.put_bytes(new.digest, body)
+        self._cache.put(new.digest, body)
+        await self._metadata.put_manifest(
+            image_id, new, tag_names, checked_upstream=checked_upstream
+        )
+
     async def delete(self, target: Target, reference: str) -> None:
+        require_hosted(target)
         parsed = parse_reference(reference)
         image_id = await self._router.image_id(target)
         if image_id is None:

@@ -30,6 +30,18 @@ class Target:
     image: str
 
 
+def require_hosted(target: Target) -> None:
+    """Refuse changes to a proxy repository: its content comes from its upstream."""
+    repository = target.repository
+    if repository.is_proxy:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED,
+            f"{repository.project}/{repository.name} is a proxy of {repository.remote_url}:"
+            " it takes no pushes or deletes; push to a hosted repository or to the upstream",
+            status=405,
+        )
+
+
 class NameRouter:
     def __init__(self, metadata: MetadataStore) -> None:
         self._metadata = metadata

@@ -16,6 +16,7 @@ from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
+from cargohold.registry.proxy import ProxyService
 from cargohold.registry.router import NameRouter
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
@@ -35,8 +36,10 @@ class Services:
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
+    proxy: ProxyService
 
     async def close(self) -> None:
+        await self.proxy.close()
         await self.engine.dispose()
 
 
@@ -57,6 +60,10 @@ async def build_services(settings: Settings) -> Services:
         failure_limit=settings.login_failure_limit,
         failure_window_seconds=settings.login_failure_window_seconds,
     )
+    manifests = ManifestService(
+        metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
+    )
+    blobs = BlobService(metadata, store, router)
     return Services(
         settings=settings,
         engine=engine,
@@ -67,9 +74,18 @@ async def build_services(settings: Settings) -> Services:
         auth=auth,
         accounts_admin=AccountService(accounts, metadata, auth),
         projects=ProjectService(metadata, router),
-        blobs=BlobService(metadata, store, router),
+        blobs=blobs,
         uploads=UploadService(metadata, store, router, ttl_seconds=settings.upload_ttl_seconds),
-        manifests=ManifestService(
-            metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
+        manifests=manifests,
+        proxy=ProxyService(
+            metadata,
+            store,
+            router,
+            manifests,
+            blobs,
+            lock_dir=settings.data_dir / "locks",
+            timeout_seconds=settings.proxy_timeout_seconds,
+            not_found_seconds=settings.proxy_not_found_seconds,
+            docker_hub_hosts=settings.docker_hub_hosts,
         ),
     )

@@ -20,7 +20,7 @@ from cargohold.db.metadata import MetadataStore, UploadRecord
 from cargohold.oci.digest import Digest, new_hasher
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.ranges import ChunkRange, upload_range_header
-from cargohold.registry.router import NameRouter, Target
+from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class UploadService:
         self._orphans_seen: set[str] = set()
 
     async def start(self, target: Target, algorithm: str, owner: str | None = None) -> UploadStatus:
+        require_hosted(target)
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
         upload_id = uuid.uuid4().hex
