@@ -339,6 +339,21 @@ class MetadataStore(Store):
             row = (await conn.execute(query)).first()
         return _manifest(row) if row else None
 
+    async def tag_checked_at(self, image_id: int, tag: str) -> float | None:
+        """When a proxy's upstream last confirmed the tag; None if never or no such tag."""
+        query = select(tags.c.checked_at).where(tags.c.image_id == image_id, tags.c.name == tag)
+        async with self._read() as conn:
+            checked_at: float | None = (await conn.execute(query)).scalar_one_or_none()
+            return checked_at
+
+    async def mark_tag_checked(self, image_id: int, tag: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(tags)
+                .where(tags.c.image_id == image_id, tags.c.name == tag)
+                .values(checked_at=time.time())
+            )
+
     async def missing_references(
         self, image_id: int, blob_digests: Iterable[str], child_digests: Iterable[str]
     ) -> list[str]:
@@ -367,8 +382,18 @@ class MetadataStore(Store):
             )
         return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
 
-    async def put_manifest(self, image_id: int, new: NewManifest, tag_names: Sequence[str]) -> None:
+    async def put_manifest(
+        self,
+        image_id: int,
+        new: NewManifest,
+        tag_names: Sequence[str],
+        *,
+        checked_upstream: bool = False,
+    ) -> None:
+        """Store a manifest and point the tags at it; `checked_upstream` marks the tags as
+        just confirmed by a proxy's upstream."""
         now = time.time()
+        checked_at = now if checked_upstream else None
         async with self._write() as conn:
             await self._insert_ignoring_duplicates(
                 conn,
@@ -405,12 +430,16 @@ class MetadataStore(Store):
                 moved = await conn.execute(
                     update(tags)
                     .where(tags.c.image_id == image_id, tags.c.name == name)
-                    .values(digest=new.digest, updated_at=now)
+                    .values(digest=new.digest, updated_at=now, checked_at=checked_at)
                 )
                 if moved.rowcount == 0:
                     await conn.execute(
                         insert(tags).values(
-                            image_id=image_id, name=name, digest=new.digest, updated_at=now
+                            image_id=image_id,
+                            name=name,
+                            digest=new.digest,
+                            updated_at=now,
+                            checked_at=checked_at,
                         )
                     )
 
