@@ -123,6 +123,8 @@ class AuthService:
         self._standings: dict[str, tuple[float, Standing | None]] = {}
         self._sign_ins: dict[str, tuple[float, str, str]] = {}
         self._last_used: dict[int, float] = {}
+        # Throttled sign-in keys (`account:<name>`, `address:<ip>`) and until when.
+        self._throttled: dict[str, float] = {}
 
     # What the database says of a principal
 
@@ -170,6 +172,7 @@ class AuthService:
         sign_in_key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         standing = await self.standing(username)
         remembered = self._sign_ins.get(sign_in_key)
+        keys = (f"account:{username}", f"address:{address}")
         if (
             remembered is not None
             and standing is not None
@@ -177,16 +180,20 @@ class AuthService:
             and time.monotonic() - remembered[0] < SIGN_IN_CACHE_SECONDS
             and remembered[1:] == (username, standing.credential_hash)
         ):
+            # A remembered sign-in is throttled like any other, or the difference between
+            # 429 (wrong guess) and 200 (right one, remembered) would let guessing go on.
+            self._refuse_if_known_throttled(keys)
             await self._note_use(standing.principal)
             return standing.principal
-        keys = (f"account:{username}", f"address:{address}")
         await self._refuse_if_throttled(keys)
         valid = await verify_secret(standing.credential_hash if standing else None, password)
         if standing is None or not valid or not standing.active:
             for key in keys:
                 await self._accounts.record_failure(key, time.time(), self._window_start())
+                await self._throttled_until(key)
             raise BadCredentials(f"invalid credentials for {username!r}")
         await self._accounts.clear_failures(keys[0])
+        self._throttled.pop(keys[0], None)
         if len(self._sign_ins) >= SIGN_IN_CACHE_SIZE:
             self._sign_ins.clear()
         self._sign_ins[sign_in_key] = (time.monotonic(), username, standing.credential_hash)
@@ -196,12 +203,30 @@ class AuthService:
     def _window_start(self) -> float:
         return time.time() - self._failure_window
 
+    async def _throttled_until(self, key: str) -> float | None:
+        """When the key's throttling ends, if it is throttled; remembered in this process."""
+        failures, window_start = await self._accounts.failures(key, self._window_start())
+        if failures < self._failure_limit:
+            return None
+        until = window_start + self._failure_window
+        if len(self._throttled) >= SIGN_IN_CACHE_SIZE:
+            self._throttled.clear()
+        self._throttled[key] = until
+        return until
+
     async def _refuse_if_throttled(self, keys: Iterable[str]) -> None:
         for key in keys:
-            failures, window_start = await self._accounts.failures(key, self._window_start())
-            if failures >= self._failure_limit:
-                retry_after = max(1, int(window_start + self._failure_window - time.time()) + 1)
-                raise TooManyAttempts(retry_after)
+            until = await self._throttled_until(key)
+            if until is not None:
+                raise TooManyAttempts(max(1, int(until - time.time()) + 1))
+
+    def _refuse_if_known_throttled(self, keys: Iterable[str]) -> None:
+        """Like `_refuse_if_throttled` from what this process saw, with no I/O."""
+        now = time.time()
+        for key in keys:
+            until = self._throttled.get(key)
+            if until is not None and until > now:
+                raise TooManyAttempts(max(1, int(until - now) + 1))
 
     async def _note_use(self, principal: Principal) -> None:
         if principal.kind != "robot" or principal.id is None:

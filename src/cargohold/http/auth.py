@@ -92,6 +92,6 @@ async def authorized(
     if who.expired:
         assert upload_id is not None
         if await registry.uploads.owner(target, upload_id) != who.principal.subject:
-            raise AccessDenied("invalid_token", "the token has expired")
+            raise AccessDenied("invalid_token", "the token has expired", scopes)
     await registry.auth.authorize(who, target, needed)
     return target, who
