@@ -18,12 +18,14 @@ from cargohold.registry.services import Services, build_services
 log = logging.getLogger(__name__)
 
 
-async def _sweep_uploads(services: Services, interval: float) -> None:
+async def _sweep(services: Services, interval: float) -> None:
+    """Housekeeping: stale upload sessions, and failed sign-ins that no longer count."""
     while True:
         try:
             await services.uploads.sweep()
+            await services.auth.forget_old_failures()
         except Exception:
-            log.exception("sweeping stale uploads failed; trying again later")
+            log.exception("housekeeping failed; trying again later")
         await asyncio.sleep(interval)
 
 
@@ -37,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
         sweeper = asyncio.create_task(
-            _sweep_uploads(app[SERVICES], settings.cleanup_interval_seconds)
+            _sweep(app[SERVICES], settings.cleanup_interval_seconds)
         )
         yield
         sweeper.cancel()

@@ -49,6 +49,11 @@ class Settings(BaseModel):
     proxy_timeout_seconds: float = Field(default=20.0, gt=0)
     proxy_not_found_seconds: float = Field(default=30.0, ge=0)
 
+    @field_validator("database_url", "public_url", "admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("docker_hub_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -84,12 +84,13 @@ class AccountService:
         return user, generated
 
     async def ensure_admin(self, password: str | None) -> str | None:
-        """On first start, the system administrator `admin`; its password if generated."""
-        if await self._accounts.count_users():
+        """While no system administrator exists (first start, or users made by the CLI
+        before it), create `admin`; its password if generated."""
+        if await self._accounts.count_admins():
             return None
         try:
             _, generated = await self.create_user(ADMIN, password, is_admin=True)
-        except Conflict:  # another process created it at the same moment
+        except Conflict:  # a user `admin` exists, or another process created it just now
             return None
         return generated
 

@@ -200,6 +200,9 @@ class AuthService:
         await self._note_use(standing.principal)
         return standing.principal
 
+    async def forget_old_failures(self) -> None:
+        await self._accounts.prune_failures(self._window_start())
+
     def _window_start(self) -> float:
         return time.time() - self._failure_window
 
@@ -287,10 +290,11 @@ class AuthService:
 
     async def authorize(self, caller: Caller, target: Target, needed: Iterable[str]) -> None:
         needed = frozenset(needed)
-        if needed <= await self.allowed(caller, target):
+        allowed = await self.allowed(caller, target)
+        if needed <= allowed:
             return
         scopes = [Scope("repository", target.name, challenge_actions(needed))]
-        wanted = ",".join(sorted(needed))
+        wanted = ",".join(sorted(needed - allowed))
         if caller.claims is not None:
             raise AccessDenied(
                 "insufficient_scope", f"the token does not grant {wanted} on {target.name}", scopes

@@ -130,9 +130,10 @@ class AccountStore(Store):
                 UserRecord(*row) for row in await conn.execute(select(users).order_by(users.c.name))
             ]
 
-    async def count_users(self) -> int:
+    async def count_admins(self) -> int:
+        query = select(func.count()).select_from(users).where(users.c.is_admin.is_(True))
         async with self._read() as conn:
-            count: int = (await conn.execute(select(func.count()).select_from(users))).scalar_one()
+            count: int = (await conn.execute(query)).scalar_one()
             return count
 
     async def update_user(self, name: str, **values: Any) -> bool:
@@ -389,6 +390,14 @@ class AccountStore(Store):
                 return
             await conn.execute(delete(login_failures).where(login_failures.c.key == key))
             await conn.execute(insert(login_failures).values(key=key, window_start=now, failures=1))
+
+    async def prune_failures(self, before: float) -> int:
+        """Forget the windows that started before `before`: they no longer count."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(login_failures).where(login_failures.c.window_start <= before)
+            )
+            return int(result.rowcount)
 
     async def clear_failures(self, key: str) -> None:
         async with self._write() as conn:
