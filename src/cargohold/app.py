@@ -38,9 +38,7 @@ def create_app(settings: Settings) -> web.Application:
         if generated is not None:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
-        sweeper = asyncio.create_task(
-            _sweep(app[SERVICES], settings.cleanup_interval_seconds)
-        )
+        sweeper = asyncio.create_task(_sweep(app[SERVICES], settings.cleanup_interval_seconds))
         yield
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

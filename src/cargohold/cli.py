@@ -26,7 +26,7 @@ from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
-from cargohold.registry.projects import ProxySettings
+from cargohold.registry.projects import FlatRouting, ProxySettings
 from cargohold.registry.services import Services, build_services
 
 Action = Callable[[Services, argparse.Namespace], Awaitable[None]]
@@ -126,6 +126,7 @@ async def repo_create(services: Services, args: argparse.Namespace) -> None:
         proxy=ProxySettings.of(
             args.remote_url, args.cache_ttl, args.upstream_username, args.upstream_password
         ),
+        routing=FlatRouting(args.flat_alias_prefix, args.catch_all, args.host_name),
     )
     _say(f"created {repository.kind} repository {repository.project}/{repository.name}")
 
@@ -139,6 +140,9 @@ async def repo_update(services: Services, args: argparse.Namespace) -> None:
         cache_ttl=args.cache_ttl,
         upstream_username=args.upstream_username,
         upstream_password=args.upstream_password,
+        flat_alias_prefix=args.flat_alias_prefix,
+        is_catch_all=args.catch_all,
+        host_name=args.host_name,
     )
     state = "on" if repository.anonymous_read else "off"
     _say(f"repository {repository.project}/{repository.name}: anonymous read {state}")
@@ -146,14 +150,18 @@ async def repo_update(services: Services, args: argparse.Namespace) -> None:
 
 async def repo_list(services: Services, args: argparse.Namespace) -> None:
     for repository in await services.projects.list_repositories():
-        upstream = (
-            f"\t{repository.remote_url} cache_ttl={repository.cache_ttl}"
-            if repository.is_proxy
-            else ""
-        )
+        details = [f"anonymous_read={str(repository.anonymous_read).lower()}"]
+        if repository.is_proxy:
+            details += [f"remote_url={repository.remote_url}", f"cache_ttl={repository.cache_ttl}"]
+        if repository.flat_alias_prefix:
+            details.append(f"alias={repository.flat_alias_prefix}")
+        if repository.is_catch_all:
+            details.append("catch_all")
+        if repository.host_name:
+            details.append(f"host={repository.host_name}")
         print(
             f"{repository.project}/{repository.name}\t{repository.kind}\t{repository.format}"
-            f"\tanonymous_read={str(repository.anonymous_read).lower()}{upstream}"
+            f"\t{' '.join(details)}"
         )
 
 
@@ -286,6 +294,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--upstream-username", help="the proxy's account upstream")
         sub.add_argument("--upstream-password", help="the proxy's password upstream")
 
+    def routing_options(sub: argparse.ArgumentParser, catch_all_default: bool | None) -> None:
+        sub.add_argument(
+            "--flat-alias-prefix", help="a second name prefix, e.g. common/external/ ('' removes)"
+        )
+        switch(sub, "catch-all", "take the names no prefix matches", default=catch_all_default)
+        sub.add_argument("--host-name", help="a host name bound to the repository ('' removes)")
+
     serve_parser = command(commands, "serve", serve, "run the registry server")
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
@@ -315,11 +330,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--format", default="docker", help="repository format (docker)")
     switch(sub, "anonymous-read", "let anyone pull from the repository", default=False)
     upstream_options(sub)
+    routing_options(sub, catch_all_default=False)
     sub = command(repo, "update", repo_update, "change a repository")
     sub.add_argument("project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the repository")
     upstream_options(sub)
+    routing_options(sub, catch_all_default=None)
     command(repo, "list", repo_list, "list repositories")
 
     user = group("user", "manage users")

@@ -321,13 +321,13 @@ class AuthService:
 
     # Tokens
 
-    async def _granted(self, principal: Principal, scope: Scope) -> Scope | None:
+    async def _granted(self, principal: Principal, scope: Scope, host: str | None) -> Scope | None:
         if scope.type == CATALOG_SCOPE.type and scope.name == CATALOG_SCOPE.name:
             return scope if principal is not ANONYMOUS else None
         if scope.type != "repository":
             return None
         try:
-            target = await self._router.resolve(scope.name)
+            target = await self._router.resolve(scope.name, host)
         except RegistryError:
             return None
         caller = Caller(principal)
@@ -337,10 +337,16 @@ class AuthService:
         return Scope("repository", scope.name, actions) if actions else None
 
     async def grant(
-        self, principal: Principal, scopes: Sequence[Scope], *, offline: bool
+        self,
+        principal: Principal,
+        scopes: Sequence[Scope],
+        *,
+        offline: bool,
+        host: str | None = None,
     ) -> TokenGrant:
-        """A token holding what was asked for and is permitted; never an error for the rest."""
-        granted = [g for g in [await self._granted(principal, s) for s in scopes] if g]
+        """A token holding what was asked for and is permitted; never an error for the rest.
+        Scope names are resolved as asked of `host` (repositories bound to a host name)."""
+        granted = [g for g in [await self._granted(principal, s, host) for s in scopes] if g]
         token = self.issuer.issue(principal.subject, self.service, granted)
         refresh = None
         if offline and principal is not ANONYMOUS:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, insert, select, update
+from sqlalchemy import Select, and_, case, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -60,6 +60,9 @@ class RepositoryRecord:
     upstream_username: str | None = None
     upstream_password: str | None = None
     cache_ttl: int | None = None
+    flat_alias_prefix: str | None = None
+    is_catch_all: bool = False
+    host_name: str | None = None
 
     @property
     def is_proxy(self) -> bool:
@@ -117,6 +120,9 @@ _REPOSITORY_COLUMNS = (
     repositories.c.upstream_username,
     repositories.c.upstream_password,
     repositories.c.cache_ttl,
+    repositories.c.flat_alias_prefix,
+    repositories.c.is_catch_all,
+    repositories.c.host_name,
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -223,11 +229,14 @@ class MetadataStore(Store):
             return bool(result.rowcount)
 
     async def update_repository(self, repository_id: int, **values: Any) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(repositories).where(repositories.c.id == repository_id).values(**values)
-            )
-            return bool(result.rowcount)
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    update(repositories).where(repositories.c.id == repository_id).values(**values)
+                )
+                return bool(result.rowcount)
+        except IntegrityError as error:
+            raise AlreadyExists(str(values)) from error
 
     async def list_repositories(self) -> list[RepositoryRecord]:
         query = (
@@ -237,6 +246,27 @@ class MetadataStore(Store):
         )
         async with self._read() as conn:
             return [_repository(row) for row in await conn.execute(query)]
+
+    async def has_prefix_among(self, prefixes: Sequence[str]) -> bool:
+        """Whether a repository's canonical prefix or flat alias is one of `prefixes`
+        (each `a/b/.../`)."""
+        canonical = [p.split("/")[:2] for p in prefixes if p.count("/") == 2]
+        query = (
+            select(repositories.c.id)
+            .join(projects, projects.c.id == repositories.c.project_id)
+            .where(
+                or_(
+                    repositories.c.flat_alias_prefix.in_(prefixes),
+                    *(
+                        and_(projects.c.name == project, repositories.c.name == name)
+                        for project, name in canonical
+                    ),
+                )
+            )
+            .limit(1)
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).first() is not None
 
     # Images
 
@@ -266,7 +296,16 @@ class MetadataStore(Store):
     async def catalog(
         self, last: str | None, limit: int | None, repository_ids: set[int] | None
     ) -> list[str]:
-        full_name = projects.c.name + "/" + repositories.c.name + "/" + images.c.name
+        """Names with content, as clients use them: through the catch-all, the flat alias,
+        else the canonical prefix."""
+        full_name = case(
+            (repositories.c.is_catch_all.is_(True), images.c.name),
+            (
+                repositories.c.flat_alias_prefix.is_not(None),
+                repositories.c.flat_alias_prefix + images.c.name,
+            ),
+            else_=projects.c.name + "/" + repositories.c.name + "/" + images.c.name,
+        )
         query: Select[Any] = (
             select(full_name)
             .select_from(images)

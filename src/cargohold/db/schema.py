@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -58,7 +59,19 @@ repositories = Table(
     Column("upstream_username", String(255)),
     Column("upstream_password", String(1000)),
     Column("cache_ttl", Integer),
+    # Flat routing (registry migration): a second name prefix (`common/external/`), the
+    # repository that takes names no prefix matches, a host name bound to the repository.
+    Column("flat_alias_prefix", String(255), unique=True),
+    Column("is_catch_all", Boolean, nullable=False, server_default=false()),
+    Column("host_name", String(255), unique=True),
     UniqueConstraint("project_id", "name"),
+    Index(
+        "uq_repositories_one_catch_all",
+        "is_catch_all",
+        unique=True,
+        sqlite_where=text("is_catch_all"),
+        postgresql_where=text("is_catch_all"),
+    ),
 )
 
 # An image is what follows the repository in a name: `nginx`, `team/app`.

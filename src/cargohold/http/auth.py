@@ -77,7 +77,7 @@ async def authorized(
     except AccessDenied as error:
         raise AccessDenied(error.reason, str(error), error.scopes or scopes) from None
     try:
-        target = await registry.router.resolve(name)
+        target = await registry.router.resolve(name, request.host)
     except RegistryError as error:
         if error.code is ErrorCode.NAME_UNKNOWN and who.principal is ANONYMOUS:
             # Say nothing of which names exist to who has not signed in, with an anonymous

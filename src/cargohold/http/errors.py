@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -14,10 +15,31 @@ from cargohold.oci.errors import ErrorCode, RegistryError, error_body
 
 log = logging.getLogger(__name__)
 
+MAX_REASON = 300
+
+
+def status_reason(error: RegistryError) -> str | None:
+    """The reason phrase of a 5xx answer: its standard phrase and the error's message.
+
+    docker, podman, skopeo, containerd and helm 3 show only the status line of a 5xx answer:
+    they never read its body (Go's distribution client parses error bodies of 4xx answers
+    only), and a HEAD has none. So a proxy's "not cached and the upstream failed" must be in
+    the status line to reach the user. One line of printable ASCII, bounded."""
+    if error.status < 500:
+        return None
+    try:
+        phrase = HTTPStatus(error.status).phrase
+    except ValueError:
+        phrase = "Error"
+    message = "".join(c if " " <= c <= "~" else "?" for c in " ".join(error.message.split()))
+    reason = f"{phrase}: {message}" if message else phrase
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+
 
 def error_response(error: RegistryError) -> web.Response:
     return web.Response(
         status=error.status,
+        reason=status_reason(error),
         body=error_body(error),
         content_type="application/json",
         headers=error.headers,

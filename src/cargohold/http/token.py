@@ -66,6 +66,7 @@ async def get_token(request: web.Request) -> web.Response:
         principal,
         parse_scopes(query.getall("scope", [])),
         offline=query.get("offline_token") == "true",
+        host=request.host,
     )
     return _grant_response(grant)
 
@@ -96,7 +97,9 @@ async def post_token(request: web.Request) -> web.Response:
         offline = False
     else:
         raise _bad_request("grant_type must be password, or refresh_token with a refresh_token")
-    grant = await auth.grant(principal, parse_scopes([field("scope") or ""]), offline=offline)
+    grant = await auth.grant(
+        principal, parse_scopes([field("scope") or ""]), offline=offline, host=request.host
+    )
     if grant_type == "refresh_token":
         grant = TokenGrant(grant.token, refresh_token)
     return _grant_response(grant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -233,15 +234,21 @@ async def _relay_blob(
         }
     )
     response.content_length = blob.size
-    await response.prepare(request)
     try:
-        async for data in blob.stream():
-            await response.write(data)
+        await response.prepare(request)
+        async with contextlib.aclosing(blob.stream()) as chunks:
+            async for data in chunks:
+                await response.write(data)
     except (RegistryError, UpstreamError) as error:
         log.warning("cut %s %s: %s", request.method, request.path, error)
         if request.transport is not None:
             request.transport.abort()
         return response
+    except ConnectionResetError:
+        log.info("client went away during %s %s", request.method, request.path)
+        return response
+    finally:
+        await blob.close()  # also when the client went away, or before the stream began
     await response.write_eof()
     return response
 
@@ -257,7 +264,7 @@ async def start_upload(request: web.Request) -> web.Response:
     target, who = await authorized(request, WRITE)
     query = request.query
     if "mount" in query and "from" in query:
-        source = await services.router.find(query["from"])
+        source = await services.router.find(query["from"], request.host)
         if source is not None and PULL in await services.auth.allowed(who, source):
             mounted = await services.blobs.mount(target, query["mount"], source)
             if mounted is not None:

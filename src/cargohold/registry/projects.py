@@ -9,6 +9,12 @@ from urllib.parse import urlsplit
 from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord
 from cargohold.db.store import AlreadyExists
 from cargohold.registry.errors import Conflict, InvalidInput, NotFound
+from cargohold.registry.prefixes import (
+    PrefixClash,
+    PrefixError,
+    normalize_host,
+    normalize_prefix,
+)
 from cargohold.registry.router import NameRouter
 
 # One component of the OCI name grammar: projects and repositories are name components.
@@ -79,12 +85,23 @@ class ProxySettings:
         }
 
 
-def _refuse_aliases(flat_alias_prefix: str | None, is_catch_all: bool | None) -> None:
-    """Refuse what later work brings: flat aliases."""
-    if flat_alias_prefix is not None:
-        raise InvalidInput("flat aliases (flat_alias_prefix) are not supported yet")
-    if is_catch_all:
-        raise InvalidInput("catch-all repositories (is_catch_all) are not supported yet")
+@dataclass(frozen=True, slots=True)
+class FlatRouting:
+    """How else clients reach a repository: an alias prefix, the catch-all, a host name."""
+
+    flat_alias_prefix: str | None = None
+    is_catch_all: bool = False
+    host_name: str | None = None
+
+    def normalized(self) -> FlatRouting:
+        try:
+            return FlatRouting(
+                normalize_prefix(self.flat_alias_prefix) if self.flat_alias_prefix else None,
+                self.is_catch_all,
+                normalize_host(self.host_name) if self.host_name else None,
+            )
+        except PrefixError as error:
+            raise InvalidInput(str(error)) from None
 
 
 class ProjectService:
@@ -123,11 +140,10 @@ class ProjectService:
         anonymous_read: bool = False,
         *,
         proxy: ProxySettings | None = None,
-        flat_alias_prefix: str | None = None,
-        is_catch_all: bool = False,
+        routing: FlatRouting = FlatRouting(),
     ) -> RepositoryRecord:
         _check_component("repository", name)
-        _refuse_aliases(flat_alias_prefix, is_catch_all)
+        routing = routing.normalized()
         if kind not in REPOSITORY_KINDS:
             raise InvalidInput(
                 f"repository type {kind!r} is not supported; choose {', '.join(REPOSITORY_KINDS)}"
@@ -141,6 +157,7 @@ class ProjectService:
         project = await self._metadata.get_project(project_name)
         if project is None:
             raise NotFound(f"project {project_name!r} does not exist")
+        await self._check_routing(None, f"{project_name}/{name}/", routing)
         try:
             repository = await self._metadata.create_repository(
                 project,
@@ -148,12 +165,33 @@ class ProjectService:
                 kind,
                 format,
                 anonymous_read=anonymous_read,
+                flat_alias_prefix=routing.flat_alias_prefix,
+                is_catch_all=routing.is_catch_all,
+                host_name=routing.host_name,
                 **(proxy.checked() if proxy else {}),
             )
         except AlreadyExists:
-            raise Conflict(f"repository {project_name}/{name} already exists") from None
+            raise Conflict(
+                f"repository {project_name}/{name}, or its alias, catch-all or host name,"
+                " exists already"
+            ) from None
         self._router.invalidate()
         return repository
+
+    async def _check_routing(
+        self, repository_id: int | None, canonical: str, routing: FlatRouting
+    ) -> None:
+        table = await self._router.table()
+        try:
+            table.check(
+                repository_id,
+                canonical,
+                routing.flat_alias_prefix,
+                routing.is_catch_all,
+                routing.host_name,
+            )
+        except PrefixClash as error:
+            raise Conflict(str(error)) from None
 
     async def list_repositories(self) -> list[RepositoryRecord]:
         return await self._metadata.list_repositories()
@@ -176,11 +214,24 @@ class ProjectService:
         upstream_password: str | None = None,
         flat_alias_prefix: str | None = None,
         is_catch_all: bool | None = None,
+        host_name: str | None = None,
     ) -> RepositoryRecord:
-        """Change what is given; None leaves a setting as it is."""
+        """Change what is given; None leaves a setting as it is (an empty alias prefix or host
+        name removes it)."""
         repository = await self.get_repository(project_name, name)
-        _refuse_aliases(flat_alias_prefix, is_catch_all)
         values: dict[str, object] = {}
+        if (flat_alias_prefix, is_catch_all, host_name) != (None, None, None):
+            routing = FlatRouting(
+                repository.flat_alias_prefix if flat_alias_prefix is None else flat_alias_prefix,
+                repository.is_catch_all if is_catch_all is None else is_catch_all,
+                repository.host_name if host_name is None else host_name,
+            ).normalized()
+            await self._check_routing(repository.id, repository.prefix, routing)
+            values.update(
+                flat_alias_prefix=routing.flat_alias_prefix,
+                is_catch_all=routing.is_catch_all,
+                host_name=routing.host_name,
+            )
         if anonymous_read is not None:
             values["anonymous_read"] = anonymous_read
         upstream = (remote_url, cache_ttl, upstream_username, upstream_password)
@@ -196,6 +247,11 @@ class ProjectService:
             )
             values.update(proxy.checked())
         if values:
-            await self._metadata.update_repository(repository.id, **values)
+            try:
+                await self._metadata.update_repository(repository.id, **values)
+            except AlreadyExists:
+                raise Conflict(
+                    "another repository took that alias, catch-all or host name"
+                ) from None
             self._router.invalidate()
         return await self.get_repository(project_name, name)

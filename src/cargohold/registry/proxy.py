@@ -15,11 +15,12 @@ what it cached when the upstream fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def upstream_failure(error: UpstreamError, what: str) -> RegistryError:
 
 
 class UpstreamBlob:
-    """A blob on its way from the upstream: streamed to one client while it is cached."""
+    """A blob on its way from the upstream: streamed to one client while it is cached.
+
+    It holds the blob's single flight until `close()`: other requests for the blob wait,
+    then find it cached (or fetch it themselves if this transfer failed)."""
 
     def __init__(
         self,
@@ -92,21 +96,31 @@ class UpstreamBlob:
         digest: Digest,
         response: aiohttp.ClientResponse,
         size: int,
+        flight: contextlib.AsyncExitStack,
     ) -> None:
         self._proxy = proxy
         self._target = target
         self.digest = digest
         self._response = response
         self.size = size
+        self._flight = flight
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def close(self) -> None:
+        """Release the upstream response and the single flight (idempotent)."""
+        self._response.release()
+        await self._flight.aclose()
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """The bytes as they arrive; the cached copy is kept only if all of them came and
-        their digest matches. A failure midway raises, which cuts the client's transfer."""
+        their digest matches. A failure midway raises, which cuts the client's transfer.
+        The last chunk is held back until the digest is verified, so that a client never
+        gets the whole length of wrong bytes."""
         store = self._proxy.store
         upload_id = uuid.uuid4().hex
         hasher = new_hasher(self.digest.algorithm)
         received = 0
         kept = False
+        held = b""
         await store.start_upload(upload_id)
         try:
             async with self._response as response, store.upload_writer(upload_id) as writer:
@@ -114,10 +128,14 @@ class UpstreamBlob:
                     writer.write(data)
                     hasher.update(data)
                     received += len(data)
-                    yield data
+                    if held:
+                        yield held
+                    held = data
             actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
             if received != self.size or actual != str(self.digest):
-                self._proxy.count("corrupt")
+                self._proxy.count(
+                    "corrupt", self._target, f"blob {self._target.name}@{self.digest}"
+                )
                 raise RegistryError(
                     ErrorCode.DIGEST_INVALID,
                     f"the upstream sent {received} bytes with digest {actual} for {self.digest};"
@@ -133,6 +151,9 @@ class UpstreamBlob:
         finally:
             if not kept:
                 await store.discard_upload(upload_id)
+            await self.close()
+        if held:
+            yield held
 
 
 class ProxyService:
@@ -319,7 +340,11 @@ class ProxyService:
             return cached
         except RegistryError:
             pass
-        async with self._flights.hold(f"blob:{digest}"):
+        # The flight is held until the blob is cached, not only until its fetch started:
+        # the UpstreamBlob takes it over and releases it when its transfer ends.
+        flight = contextlib.AsyncExitStack()
+        await flight.enter_async_context(self._flights.hold(f"blob:{digest}"))
+        async with flight:
             try:
                 return await self._blobs.get(target, str(digest))  # another request fetched it
             except RegistryError:
@@ -341,7 +366,7 @@ class ProxyService:
             if size is None:
                 response.release()
                 raise upstream_failure(UpstreamError("it sent no Content-Length"), what)
-            return UpstreamBlob(self, target, digest, response, size)
+            return UpstreamBlob(self, target, digest, response, size, flight.pop_all())
 
     async def blob_size(self, target: Target, reference: str) -> tuple[str, int]:
         """For a HEAD: the cached size, or what the upstream says, without fetching."""
@@ -373,7 +398,11 @@ class ProxyService:
                 target.image, "tags/list" + (f"?{query}" if query else "")
             )
         except UpstreamError as error:
-            return Listing(await self._manifests.tags(target, last, limit), stale_warning(error))
+            try:
+                cached = await self._manifests.tags(target, last, limit)
+            except RegistryError:  # nothing cached under this name
+                raise upstream_failure(error, f"the tag list of {target.name}") from None
+            return Listing(cached, stale_warning(error))
         if answer is None:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{target.name} is not in the upstream")
         names = answer[0].get("tags") or [] if isinstance(answer[0], dict) else []

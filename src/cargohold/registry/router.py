@@ -1,10 +1,11 @@
-"""From the name a client typed to a repository and an image name in it.
+"""From the name a client typed (and the host it asked) to a repository and an image name.
 
-Every repository contributes its canonical prefix `<project>/<repository>/` to one table;
-a name resolves to the longest prefix it starts with, and what follows is the image name.
-The table is kept in memory and reloaded when it may be stale: after a few seconds, after a
-change made through this process, and when a name finds no prefix, so a repository created
-by another process is found at once (misses that arrive together share one reload).
+The routing rules are `prefixes.PrefixTable`'s. The table is kept in memory and reloaded
+when it may be stale: after a few seconds, after a change made through this process, and
+when a name finds no repository, so a repository created by another process is found at
+once (misses that arrive together share one reload). A name the catch-all takes counts as a
+miss when the database knows a prefix of it (one indexed query): the catch-all never hides
+a repository or alias just made elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from cargohold.db.metadata import MetadataStore, RepositoryRecord
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.names import validate_name
+from cargohold.registry.prefixes import PrefixTable
 
 TABLE_MAX_AGE_SECONDS = 5.0
 IMAGE_ID_CACHE_SIZE = 100_000
@@ -45,7 +47,7 @@ def require_hosted(target: Target) -> None:
 class NameRouter:
     def __init__(self, metadata: MetadataStore) -> None:
         self._metadata = metadata
-        self._prefixes: dict[str, RepositoryRecord] = {}
+        self._table = PrefixTable(())
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
         # Image ids never change while their repository exists.
@@ -59,36 +61,47 @@ class NameRouter:
             if self._loaded_at >= if_loaded_before:
                 return
             repositories = await self._metadata.list_repositories()
-            self._prefixes = {repository.prefix: repository for repository in repositories}
+            self._table = PrefixTable(repositories)
             known = {repository.id for repository in repositories}
             self._image_ids = {k: v for k, v in self._image_ids.items() if k[0] in known}
             self._loaded_at = time.monotonic()
 
-    def _match(self, name: str) -> Target | None:
+    def _match(self, name: str, host: str | None) -> Target | None:
+        route = self._table.route(name, host)
+        return None if route is None else Target(name, route.repository, route.image)
+
+    async def _stale_catch_all(self, name: str, host: str | None) -> bool:
+        """Whether the catch-all takes `name` only because the table misses a repository or
+        alias made since (by another process) whose prefix the name starts with."""
+        route = self._table.route(name, host)
+        if route is None or not route.by_catch_all or "/" not in name:
+            return False
         parts = name.split("/")
-        for depth in range(len(parts) - 1, 0, -1):
-            prefix = "/".join(parts[:depth]) + "/"
-            repository = self._prefixes.get(prefix)
-            if repository is not None:
-                return Target(name, repository, name[len(prefix) :])
-        return None
+        prefixes = ["/".join(parts[:depth]) + "/" for depth in range(1, len(parts))]
+        return await self._metadata.has_prefix_among(prefixes)
 
     async def repositories(self) -> list[RepositoryRecord]:
         """Every repository, as of a few seconds ago at most."""
         asked_at = time.monotonic()
         if asked_at - self._loaded_at > TABLE_MAX_AGE_SECONDS:
             await self._reload(asked_at - TABLE_MAX_AGE_SECONDS)
-        return list(self._prefixes.values())
+        return self._table.repositories
 
-    async def resolve(self, name: str) -> Target:
+    async def table(self) -> PrefixTable:
+        """The current routing table (to check a change against it)."""
+        await self._reload(float("inf"))
+        return self._table
+
+    async def resolve(self, name: str, host: str | None = None) -> Target:
+        """What `name`, asked of `host` (the request's Host), designates."""
         validate_name(name)
         asked_at = time.monotonic()
         if asked_at - self._loaded_at > TABLE_MAX_AGE_SECONDS:
             await self._reload(asked_at - TABLE_MAX_AGE_SECONDS)
-        target = self._match(name)
-        if target is None:
+        target = self._match(name, host)
+        if target is None or await self._stale_catch_all(name, host):
             await self._reload(asked_at)
-            target = self._match(name)
+            target = self._match(name, host)
         if target is None:
             raise RegistryError(
                 ErrorCode.NAME_UNKNOWN,
@@ -97,10 +110,10 @@ class NameRouter:
             )
         return target
 
-    async def find(self, name: str) -> Target | None:
+    async def find(self, name: str, host: str | None = None) -> Target | None:
         """Like `resolve`, but None for a name that is invalid or has no repository."""
         try:
-            return await self.resolve(name)
+            return await self.resolve(name, host)
         except RegistryError:
             return None
 

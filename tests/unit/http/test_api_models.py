@@ -59,6 +59,7 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
         "has_upstream_credentials": False,
         "flat_alias_prefix": None,
         "is_catch_all": False,
+        "host_name": None,
         "anonymous_read": False,
         "created_at": 1700000000,
     }

@@ -89,6 +89,7 @@ def test_the_contract_fields_are_in_the_schemas() -> None:
         "cache_ttl",
         "flat_alias_prefix",
         "is_catch_all",
+        "host_name",
         "anonymous_read",
     }
     # Upstream credentials go in, and only whether they are set comes out.

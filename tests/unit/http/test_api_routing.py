@@ -94,7 +94,7 @@ def test_error_statuses_follow_from_the_declaration() -> None:
     assert by_id["get_openapi"].error_statuses == []
     assert by_id["list_projects"].error_statuses == [401, 429]
     assert by_id["create_project"].error_statuses == [400, 401, 403, 409, 429]
-    assert by_id["update_repository"].error_statuses == [400, 401, 403, 404, 429]
+    assert by_id["update_repository"].error_statuses == [400, 401, 403, 404, 409, 429]
     assert by_id["delete_user"].error_statuses == [401, 403, 404, 429]
     assert by_id["delete_user"].parameters == ["name"]
     assert by_id["get_repository"].parameters == ["project", "name"]

@@ -10,6 +10,7 @@ import pytest
 from cargohold.config import load_settings
 from cargohold.db.engine import migrate
 from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.registry.projects import FlatRouting
 from cargohold.registry.services import Services, build_services
 
 
@@ -85,6 +86,37 @@ def test_sees_a_repository_another_process_created(tmp_path: Path) -> None:
             await _with_repositories(second, "common/late")
             target = await first.router.resolve("common/late/a")
             assert target.repository.name == "late"
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
+def test_a_catch_all_does_not_hide_a_repository_another_process_created(
+    tmp_path: Path,
+) -> None:
+    """A name the catch-all takes may belong to a repository or alias another process just
+    made: the router looks before it routes there."""
+
+    async def run() -> None:
+        first, second = await _services(tmp_path), await _services(tmp_path)
+        try:
+            await first.projects.create_project("hub")
+            await first.projects.create_repository(
+                "hub", "proxy", routing=FlatRouting(is_catch_all=True)
+            )
+            assert (await first.router.resolve("common/late/a")).repository.name == "proxy"
+            await _with_repositories(second, "common/late")
+            target = await first.router.resolve("common/late/a")
+            assert (target.repository.name, target.image) == ("late", "a")
+            await second.projects.update_repository("common", "late", flat_alias_prefix="old/x")
+            target = await first.router.resolve("old/x/a")
+            assert (target.repository.name, target.image) == ("late", "a")
+            # What is really nobody else's stays the catch-all's.
+            target = await first.router.resolve("old/y/a")
+            assert (target.repository.name, target.image) == ("proxy", "old/y/a")
+            assert (await first.router.resolve("nginx")).repository.name == "proxy"
         finally:
             await first.close()
             await second.close()

@@ -82,6 +82,7 @@ class Repository(ResponseBody):
     has_upstream_credentials: bool
     flat_alias_prefix: str | None
     is_catch_all: bool
+    host_name: str | None
     anonymous_read: bool
     created_at: int
 
@@ -95,8 +96,9 @@ class Repository(ResponseBody):
             remote_url=record.remote_url,
             cache_ttl=record.cache_ttl,
             has_upstream_credentials=record.upstream_username is not None,
-            flat_alias_prefix=None,
-            is_catch_all=False,
+            flat_alias_prefix=record.flat_alias_prefix,
+            is_catch_all=record.is_catch_all,
+            host_name=record.host_name,
             anonymous_read=record.anonymous_read,
             created_at=int(record.created_at),
         )
@@ -121,11 +123,14 @@ class RepositoryCreate(RequestBody):
         default=None, description="the upstream password of a proxy (never returned)"
     )
     flat_alias_prefix: str | None = Field(
-        default=None, description="a second name prefix of the repository (not supported yet)"
+        default=None,
+        description="a second name prefix of the repository, e.g. common/external/",
     )
     is_catch_all: bool = Field(
-        default=False,
-        description="the repository takes names no prefix matches (not supported yet)",
+        default=False, description="the repository takes the names no prefix matches"
+    )
+    host_name: str | None = Field(
+        default=None, description="a host name whose every name goes to this repository"
     )
     anonymous_read: bool = False
 
@@ -136,8 +141,9 @@ class RepositoryUpdate(RequestBody):
     cache_ttl: Annotated[int, Field(ge=0)] | None = None
     upstream_username: str | None = None
     upstream_password: str | None = None
-    flat_alias_prefix: str | None = Field(default=None, description="not supported yet")
-    is_catch_all: bool | None = Field(default=None, description="not supported yet")
+    flat_alias_prefix: str | None = Field(default=None, description="'' removes the alias")
+    is_catch_all: bool | None = None
+    host_name: str | None = Field(default=None, description="'' removes the host name")
 
 
 # Project members

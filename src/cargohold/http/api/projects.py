@@ -26,7 +26,7 @@ from cargohold.http.api.models import (
 )
 from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
 from cargohold.registry.errors import NotFound
-from cargohold.registry.projects import ProxySettings
+from cargohold.registry.projects import FlatRouting, ProxySettings
 
 
 async def _visible_project(call: Call, name: str) -> ProjectRecord:
@@ -116,8 +116,21 @@ async def list_repositories(call: Call) -> list[Repository]:
     ]
 
 
+def _check_routing_access(call: Call, *settings: object) -> None:
+    """Flat aliases, the catch-all and host names route names of every project: only system
+    administrators set them (a project's administrators could otherwise take names that
+    clients of other projects use)."""
+    if any(value not in (None, False, "") for value in settings) and not is_system_admin(
+        call.standing
+    ):
+        raise forbidden(
+            "only system administrators may set flat_alias_prefix, is_catch_all or host_name"
+        )
+
+
 async def create_repository(call: Call, body: RepositoryCreate) -> Repository:
     project = await _managed_project(call, body.project)
+    _check_routing_access(call, body.flat_alias_prefix, body.is_catch_all, body.host_name)
     repository = await call.services.projects.create_repository(
         project.name,
         body.name,
@@ -127,8 +140,7 @@ async def create_repository(call: Call, body: RepositoryCreate) -> Repository:
         proxy=ProxySettings.of(
             body.remote_url, body.cache_ttl, body.upstream_username, body.upstream_password
         ),
-        flat_alias_prefix=body.flat_alias_prefix,
-        is_catch_all=body.is_catch_all,
+        routing=FlatRouting(body.flat_alias_prefix, body.is_catch_all, body.host_name),
     )
     return Repository.of(repository)
 
@@ -139,6 +151,8 @@ async def get_repository(call: Call) -> Repository:
 
 async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
     project = await _managed_project(call, call.param("project"))
+    routing = (body.flat_alias_prefix, body.is_catch_all, body.host_name)
+    _check_routing_access(call, *(value is not None for value in routing))
     repository = await call.services.projects.update_repository(
         project.name,
         call.param("name"),
@@ -149,6 +163,7 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
         upstream_password=body.upstream_password,
         flat_alias_prefix=body.flat_alias_prefix,
         is_catch_all=body.is_catch_all,
+        host_name=body.host_name,
     )
     return Repository.of(repository)
 
@@ -250,5 +265,6 @@ ROUTES: tuple[Route, ...] = (
         summary="Change a repository (system or project administrators)",
         response=Repository,
         access=Access.USER,
+        errors=(409,),
     ),
 )
