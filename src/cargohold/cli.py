@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import datetime
 import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -29,6 +33,7 @@ from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.projects import FlatRouting, ProxySettings
 from cargohold.registry.services import Services, build_services
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 Action = Callable[[Services, argparse.Namespace], Awaitable[None]]
 
 
@@ -58,22 +63,61 @@ def _time(moment: float | None) -> str:
     return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def serve(args: argparse.Namespace) -> int:
-    settings = _settings(args, host=args.host, port=args.port)
+def _serve_in_this_process(settings: Settings, *, announce: bool) -> None:
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=settings.log_level,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s",
     )
+    if settings.workers > 1:
+        # A worker ends with its parent, even one killed outright.
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=lambda _: print(
-            f"cargohold serving on http://{settings.host}:{settings.port}"
-            f" (data in {settings.data_dir.resolve()})",
-            flush=True,
-        ),
+        reuse_port=settings.workers > 1,
+        print=(
+            lambda _: print(
+                f"cargohold serving on http://{settings.host}:{settings.port} with"
+                f" {settings.workers} worker(s) (data in {settings.data_dir.resolve()})",
+                flush=True,
+            )
+        )
+        if announce
+        else None,
     )
-    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    if settings.workers == 1:
+        _serve_in_this_process(settings, announce=True)
+        return 0
+    # Several processes share the port (SO_REUSEPORT: the kernel spreads connections) and
+    # everything else through the database and the data folder.
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(
+            target=_serve_in_this_process, args=(settings,), kwargs={"announce": index == 0}
+        )
+        for index in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # When one worker ends, stop the others: a supervisor restarts the whole server.
+    multiprocessing.connection.wait([worker.sentinel for worker in workers])
+    stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join()
+    return max(abs(worker.exitcode or 0) for worker in workers)
 
 
 # Projects and repositories
@@ -304,6 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser = command(commands, "serve", serve, "run the registry server")
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
+    serve_parser.add_argument("--workers", type=int, help="server processes (default 1)")
 
     project = group("project", "manage projects and their members")
     sub = command(project, "create", project_create, "create a project")

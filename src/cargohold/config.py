@@ -24,6 +24,7 @@ class Settings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes on one port")
     data_dir: Path = Path("data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
