@@ -291,10 +291,15 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         "cache_ttl",
         "flat_alias_prefix",
         "is_catch_all",
+        "host_name",
         "anonymous_read",
         "upstream_username",
         "upstream_password",
     }
+    update = schemas["RepositoryUpdate"]["properties"]
+    assert {"flat_alias_prefix", "is_catch_all", "host_name"} <= set(update)
+    patch = document["paths"]["/api/v1/repos/{project}/{name}"]["patch"]
+    assert "409" in patch["responses"]
 
 
 # Projects
@@ -366,6 +371,7 @@ def test_repository_lifecycle(api_server: Server, admin: Api, project: str) -> N
         "cache_ttl": None,
         "flat_alias_prefix": None,
         "is_catch_all": False,
+        "host_name": None,
         "anonymous_read": False,
     }
     created = ok(admin.post("/repos", body), 201)
@@ -403,8 +409,9 @@ def test_a_minimal_repository_body_makes_a_hosted_docker_repository(
         ({"remote_url": "https://registry-1.docker.io"}, "only a proxy has one"),
         ({"repository_type": "proxy", "remote_url": "registry-1.docker.io"}, "http(s) URL"),
         ({"upstream_username": "u", "upstream_password": "p"}, "need a remote_url"),
-        ({"flat_alias_prefix": "common/external/"}, "flat_alias_prefix) are not supported yet"),
-        ({"is_catch_all": True}, "is_catch_all) are not supported yet"),
+        ({"flat_alias_prefix": "Common/External/"}, "is not a name prefix"),
+        ({"flat_alias_prefix": "common//external"}, "is not a name prefix"),
+        ({"host_name": "https://hub.example.test/"}, "is not a host name"),
     ],
 )
 def test_unsupported_or_inconsistent_repositories_are_refused(
@@ -414,6 +421,86 @@ def test_unsupported_or_inconsistent_repositories_are_refused(
     message = refused(admin.post("/repos", {"project": project, "name": name, **fields}), 400)
     assert contains in message
     refused(admin.get(f"/repos/{project}/{name}"), 404)
+
+
+def test_flat_routing_fields_are_set_shown_changed_and_removed(
+    api_server: Server, admin: Api, project: str
+) -> None:
+    alias = unique("alias-")
+    host = f"{unique('h-')}.example.test"
+    body = {
+        "project": project,
+        "name": "flat",
+        "flat_alias_prefix": f"/{alias}/external",
+        "is_catch_all": True,
+        "host_name": host.upper(),
+    }
+    created = ok(admin.post("/repos", body), 201)
+    try:
+        assert (created["flat_alias_prefix"], created["is_catch_all"], created["host_name"]) == (
+            f"{alias}/external/",
+            True,
+            host,
+        )
+        assert ok(admin.get(f"/repos/{project}/flat")) == created
+        # The alias serves /v2 at once.
+        pushed = OciClient(api_server.url, api_server.admin_auth).push_image(
+            f"{alias}/external/app"
+        )
+        canonical = OciClient(api_server.url, api_server.admin_auth)
+        assert canonical.get_manifest(f"{project}/flat/app", "latest").content == pushed.body
+        # A clash names the other repository, and changes nothing.
+        message = refused(
+            admin.post("/repos", {"project": project, "name": "x", "is_catch_all": True}), 409
+        )
+        assert f"{project}/flat is already the catch-all repository" == message
+        message = refused(
+            admin.patch(f"/repos/{project}/apps", {"flat_alias_prefix": f"{alias}/external"}),
+            409,
+        )
+        assert f"flat alias of {project}/flat" in message
+        message = refused(admin.patch(f"/repos/{project}/apps", {"host_name": host}), 409)
+        assert f"already bound to {project}/flat" in message
+        assert ok(admin.get(f"/repos/{project}/apps"))["flat_alias_prefix"] is None
+        # Changed: only what is given.
+        changed = ok(admin.patch(f"/repos/{project}/flat", {"flat_alias_prefix": alias}))
+        assert changed == {**created, "flat_alias_prefix": f"{alias}/"}
+    finally:
+        removed = ok(
+            admin.patch(
+                f"/repos/{project}/flat",
+                {"flat_alias_prefix": "", "is_catch_all": False, "host_name": ""},
+            )
+        )
+    assert (removed["flat_alias_prefix"], removed["is_catch_all"], removed["host_name"]) == (
+        None,
+        False,
+        None,
+    )
+
+
+def test_only_system_administrators_set_flat_routing(
+    admin: Api, make_user: Callable[..., Api], project: str
+) -> None:
+    owner = make_user()
+    set_role(admin, project, owner, "admin")
+    message = "only system administrators may set flat_alias_prefix, is_catch_all or host_name"
+    for fields in (
+        {"flat_alias_prefix": unique("a-")},
+        {"is_catch_all": True},
+        {"host_name": f"{unique('h-')}.example.test"},
+    ):
+        refused(owner.post("/repos", {"project": project, "name": "x", **fields}), 403, message)
+        refused(owner.patch(f"/repos/{project}/apps", fields), 403, message)
+    refused(owner.patch(f"/repos/{project}/apps", {"is_catch_all": False}), 403, message)
+    refused(owner.patch(f"/repos/{project}/apps", {"flat_alias_prefix": ""}), 403, message)
+    refused(admin.get(f"/repos/{project}/x"), 404)
+    # What concerns the project alone stays theirs.
+    created = ok(
+        owner.post("/repos", {"project": project, "name": "x", "is_catch_all": False}), 201
+    )
+    assert (created["flat_alias_prefix"], created["is_catch_all"]) == (None, False)
+    assert ok(owner.patch(f"/repos/{project}/x", {"anonymous_read": True}))["anonymous_read"]
 
 
 def test_a_proxy_repository_keeps_its_upstream_credentials_to_itself(
@@ -463,12 +550,14 @@ def test_repository_conflicts_and_missing_ones(admin: Api, project: str) -> None
     refused(admin.get(f"/repos/{project}/nope"), 404, "does not exist")
     refused(admin.get(f"/repos/{missing}/apps"), 404)
     refused(admin.patch(f"/repos/{project}/nope", {"anonymous_read": True}), 404)
+    refused(admin.patch(f"/repos/{project}/apps", {"flat_alias_prefix": "X/"}), 400, "prefix")
+    refused(admin.patch(f"/repos/{project}/apps", {"host_name": "a b"}), 400, "host name")
+    refused(admin.patch(f"/repos/{project}/apps", {"is_catch_all": "yes"}), 400, "is_catch_all")
     refused(
-        admin.patch(f"/repos/{project}/apps", {"flat_alias_prefix": "x/"}),
-        400,
-        "not supported yet",
+        admin.patch(f"/repos/{project}/apps", {"flat_alias_prefix": f"{project}/apps"}),
+        409,
+        "own canonical prefix",
     )
-    refused(admin.patch(f"/repos/{project}/apps", {"is_catch_all": True}), 400, "catch-all")
     refused(admin.patch(f"/repos/{project}/apps", {"repository_type": "proxy"}), 400, "unknown")
     refused(admin.patch(f"/repos/{project}/apps", {"remote_url": "https://r.io"}), 400, "proxy")
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, exists, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -293,35 +293,16 @@ class MetadataStore(Store):
             image_id: int = (await conn.execute(query)).scalar_one()
             return image_id
 
-    async def catalog(
-        self, last: str | None, limit: int | None, repository_ids: set[int] | None
-    ) -> list[str]:
-        """Names with content, as clients use them: through the catch-all, the flat alias,
-        else the canonical prefix."""
-        full_name = case(
-            (repositories.c.is_catch_all.is_(True), images.c.name),
-            (
-                repositories.c.flat_alias_prefix.is_not(None),
-                repositories.c.flat_alias_prefix + images.c.name,
-            ),
-            else_=projects.c.name + "/" + repositories.c.name + "/" + images.c.name,
+    async def catalog_images(self, repository_ids: set[int] | None) -> list[tuple[int, str]]:
+        """(repository id, image name) of every image with content, in the given repositories
+        (None: in all)."""
+        query: Select[Any] = select(images.c.repository_id, images.c.name).where(
+            exists().where(manifests.c.image_id == images.c.id)
         )
-        query: Select[Any] = (
-            select(full_name)
-            .select_from(images)
-            .join(repositories, repositories.c.id == images.c.repository_id)
-            .join(projects, projects.c.id == repositories.c.project_id)
-            .where(exists().where(manifests.c.image_id == images.c.id))
-            .order_by(full_name)
-        )
-        if last is not None:
-            query = query.where(full_name > last)
         if repository_ids is not None:
             query = query.where(images.c.repository_id.in_(repository_ids))
-        if limit is not None:
-            query = query.limit(limit)
         async with self._read() as conn:
-            return list((await conn.execute(query)).scalars())
+            return [(row.repository_id, row.name) for row in await conn.execute(query)]
 
     # Blobs
 

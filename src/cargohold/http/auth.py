@@ -5,6 +5,7 @@ challenge or error the token-auth spec prescribes."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -17,7 +18,17 @@ from cargohold.registry.router import Target
 
 
 def realm(request: web.Request) -> str:
-    base = services(request).settings.public_url or f"{request.scheme}://{request.host}"
+    registry = services(request)
+    public = registry.settings.public_url
+    if public is None:
+        base = f"{request.scheme}://{request.host}"
+    elif registry.router.is_bound_host(request.host):
+        # Scope names resolve to a host's bound repository only when asked of that host: a
+        # token asked of the public URL would grant nothing there.
+        parts = urlsplit(public)
+        base = f"{parts.scheme}://{request.host}{parts.path}"
+    else:
+        base = public
     return base.rstrip("/") + "/v2/token"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from cargohold.oci.manifest import Descriptor, Manifest, parse_manifest, referre
 from cargohold.oci.mediatypes import is_acceptable
 from cargohold.oci.names import parse_reference, validate_tag
 from cargohold.registry.cache import ContentCache
+from cargohold.registry.prefixes import PrefixTable
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -221,8 +223,19 @@ class ManifestService:
     async def catalog(
         self, last: str | None, limit: int | None, repository_ids: set[int] | None
     ) -> list[str]:
-        """Names with content, in the given repositories (None: in all)."""
-        return await self._metadata.catalog(last, limit, repository_ids)
+        """Names with content, in the given repositories (None: in all), as clients use them
+        (`PrefixTable.name_of`), sorted: the page after `last`."""
+        table = PrefixTable(await self._metadata.list_repositories())
+        by_id = {repository.id: repository for repository in table.repositories}
+        names = sorted(
+            {
+                table.name_of(by_id[repository_id], image)
+                for repository_id, image in await self._metadata.catalog_images(repository_ids)
+                if repository_id in by_id
+            }
+        )
+        start = 0 if last is None else bisect.bisect_right(names, last)
+        return names[start : None if limit is None else start + limit]
 
 
 def tags_body(name: str, tag_names: Sequence[str]) -> bytes:

@@ -76,9 +76,14 @@ class PrefixTable:
             if repository.is_catch_all:
                 self.catch_all = repository
 
+    def bound(self, host: str) -> RepositoryRecord | None:
+        """The repository bound to `host` (`name:port`, or `name` for any port)."""
+        host = host.lower()
+        return self._hosts.get(host) or self._hosts.get(host.split(":")[0])
+
     def route(self, name: str, host: str | None = None) -> Route | None:
         if host is not None:
-            bound = self._hosts.get(host.lower()) or self._hosts.get(host.lower().split(":")[0])
+            bound = self.bound(host)
             if bound is not None:
                 return Route(bound, name)
         parts = name.split("/")
@@ -89,6 +94,21 @@ class PrefixTable:
         if self.catch_all is not None:
             return Route(self.catch_all, name, by_catch_all=True)
         return None
+
+    def name_of(self, repository: RepositoryRecord, image: str) -> str:
+        """The name clients use for `image` of `repository` (on no bound host): the bare image
+        name under the catch-all, else the name under its flat alias, else the canonical
+        name; a flat name that a longer prefix takes leads elsewhere and is passed over."""
+        flat = []
+        if repository.is_catch_all:
+            flat.append(image)
+        if repository.flat_alias_prefix:
+            flat.append(repository.flat_alias_prefix + image)
+        for name in flat:
+            route = self.route(name)
+            if route is not None and (route.repository.id, route.image) == (repository.id, image):
+                return name
+        return repository.prefix + image
 
     def check(
         self,

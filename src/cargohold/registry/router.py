@@ -87,6 +87,10 @@ class NameRouter:
             await self._reload(asked_at - TABLE_MAX_AGE_SECONDS)
         return self._table.repositories
 
+    def is_bound_host(self, host: str) -> bool:
+        """Whether a repository is bound to `host`, as of a few seconds ago at most."""
+        return self._table.bound(host) is not None
+
     async def table(self) -> PrefixTable:
         """The current routing table (to check a change against it)."""
         await self._reload(float("inf"))

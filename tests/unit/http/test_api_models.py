@@ -65,6 +65,29 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
     }
 
 
+def test_a_repository_shows_its_flat_routing() -> None:
+    record = RepositoryRecord(
+        4,
+        1,
+        "team",
+        "hub",
+        "hosted",
+        "docker",
+        1700000000.5,
+        False,
+        False,
+        flat_alias_prefix="team/external/",
+        is_catch_all=True,
+        host_name="hub.example.test",
+    )
+    shown = Repository.of(record).model_dump()
+    assert (shown["flat_alias_prefix"], shown["is_catch_all"], shown["host_name"]) == (
+        "team/external/",
+        True,
+        "hub.example.test",
+    )
+
+
 def test_a_user_never_shows_its_hash() -> None:
     rendered = User.of(USER).model_dump_json()
     assert json.loads(rendered) == {

@@ -333,3 +333,38 @@ def test_nested_and_overlapping_prefixes_are_no_clash() -> None:
     table.check(None, "common/external2/", None, False, None)
     table.check(None, "new/repo/", None, False, "registry.example.test:5444")
     table.check(None, "new/repo/", None, False, "registry.example.test")
+
+
+# The names the catalog shows
+
+
+@pytest.mark.parametrize(
+    ("repository", "image", "name"),
+    [
+        (HOSTED, "nginx", "common/hosted/nginx"),
+        (EXTERNAL, "nginx", "common/external/nginx"),
+        (COMMON, "nginx", "common/nginx"),
+        (REMOTE, "team/app", "docker-remote/team/app"),
+        (CATCH_ALL, "nginx", "nginx"),
+        (CATCH_ALL, "library/nginx", "library/nginx"),
+        (HOST_BOUND, "nginx", "hub/bound/nginx"),  # a host is not a name
+        # A flat name that a longer prefix takes is not the image's: the canonical name is.
+        (COMMON, "external/nginx", "team/apps/external/nginx"),
+        (COMMON, "hosted/x", "team/apps/hosted/x"),
+        (CATCH_ALL, "docker-remote/app", "hub/proxy/docker-remote/app"),
+        (CATCH_ALL, "common/hosted/x", "hub/proxy/common/hosted/x"),
+    ],
+)
+def test_the_name_clients_use_for_an_image(
+    repository: RepositoryRecord, image: str, name: str
+) -> None:
+    table = PrefixTable(ALL)
+    assert table.name_of(repository, image) == name
+    assert where(table, name) == (f"{repository.project}/{repository.name}", image)
+
+
+def test_a_catch_all_with_an_alias_shows_the_bare_name() -> None:
+    both = repo(9, "hub/both", alias="hub-alias/", catch_all=True)
+    table = PrefixTable([HOSTED, both])
+    assert table.name_of(both, "nginx") == "nginx"
+    assert table.name_of(both, "common/hosted/x") == "hub-alias/common/hosted/x"

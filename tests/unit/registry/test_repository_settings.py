@@ -177,7 +177,10 @@ def test_flat_routing_clashes_are_refused_naming_the_other_repository(tmp_path: 
             ]:
                 with pytest.raises(Conflict, match=message):
                     await projects.update_repository(
-                        "team", "apps", anonymous_read=True, **change  # type: ignore[arg-type]
+                        "team",
+                        "apps",
+                        anonymous_read=True,
+                        **change,  # type: ignore[arg-type]
                     )
             apps = await projects.get_repository("team", "apps")
             assert (apps.flat_alias_prefix, apps.is_catch_all, apps.host_name) == (
