@@ -36,11 +36,6 @@ class Digest:
         return f"{self.algorithm}:{self.encoded}"
 
     @classmethod
-    def is_well_formed(cls, value: str) -> bool:
-        """Whether ``value`` matches the general digest grammar (any algorithm)."""
-        return _DIGEST_RE.fullmatch(value) is not None
-
-    @classmethod
     def parse(cls, value: str) -> Digest:
         """Parse and validate a digest string.
 
