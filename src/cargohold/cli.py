@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import ctypes
 import datetime
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -30,11 +31,13 @@ from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
+from cargohold.registry.integrity import FsckReport, human_size
 from cargohold.registry.projects import FlatRouting, ProxySettings
 from cargohold.registry.services import Services, build_services
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
-Action = Callable[[Services, argparse.Namespace], Awaitable[None]]
+# An administration command; what it returns (if anything) is the exit status.
+Action = Callable[[Services, argparse.Namespace], Awaitable[int | None]]
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -294,19 +297,100 @@ async def robot_list(services: Services, args: argparse.Namespace) -> None:
         print(_describe(robot))
 
 
+# Integrity
+
+
+def _outcome(report: FsckReport, repaired: bool, done: str) -> str:
+    if not report.repair:
+        return ""
+    return f" -> {done}" if repaired else " -> left as it is"
+
+
+def _fsck_summary(report: FsckReport) -> list[str]:
+    """The report for people, one finding a line."""
+    lines = [
+        f"checked {report.blobs_checked} blobs and {report.manifests_checked} manifests"
+        f" ({human_size(report.bytes_checked)}), {report.files_checked} stored files and"
+        f" {report.uploads_checked} upload sessions in {report.seconds:.1f}s"
+    ]
+    for corrupt in report.corrupt:
+        where = f"quarantined to {corrupt.quarantined_to}, " if corrupt.quarantined_to else ""
+        lines.append(
+            f"corrupt: {corrupt.digest} ({'+'.join(corrupt.kinds)}, in"
+            f" {', '.join(corrupt.images) or 'no image'}): {corrupt.reason}"
+            + _outcome(report, corrupt.repaired, f"{where}rows removed")
+        )
+    for missing in report.missing:
+        lines.append(
+            f"missing: {missing.digest} ({'+'.join(missing.kinds)}, in"
+            f" {', '.join(missing.images) or 'no image'}): its bytes are not in the store"
+            + _outcome(report, missing.repaired, "rows removed")
+        )
+    for wrong in report.wrong_size:
+        lines.append(
+            f"wrong size: {wrong.digest} is recorded as {wrong.recorded} bytes but holds"
+            f" {wrong.actual}" + _outcome(report, wrong.repaired, "corrected")
+        )
+    for orphan in report.orphans:
+        size = "?" if orphan.size is None else str(orphan.size)
+        lines.append(
+            f"orphan: {orphan.digest} ({size} bytes) is stored but no row describes it"
+            + _outcome(report, orphan.repaired, "deleted")
+        )
+    for upload in report.stale_uploads:
+        lines.append(
+            f"stale upload: {upload.id} ({upload.reason})"
+            + _outcome(report, upload.repaired, "removed")
+        )
+    for tag in report.dangling_tags:
+        lines.append(
+            f"dangling tag: {tag.image}:{tag.tag} points to {tag.digest}, which the image"
+            " does not hold" + _outcome(report, tag.repaired, "removed")
+        )
+    if report.recent_unreferenced:
+        lines.append(
+            f"{report.recent_unreferenced} recent files or sessions without rows (pushes in"
+            " flight) were left alone"
+        )
+    for manifest in report.incomplete_manifests:
+        lines.append(
+            f"warning: {manifest.image}@{manifest.manifest} points to"
+            f" {', '.join(manifest.missing)}, which the image lacks: push it again"
+        )
+    lines.extend(f"repair failed: {error}" for error in report.errors)
+    if report.clean:
+        warnings = len(report.incomplete_manifests)
+        lines.append(f"clean, {warnings} warning(s)" if warnings else "clean")
+    elif not report.repair:
+        lines.append(f"{report.problems} problem(s) found; `cargohold fsck --repair` repairs them")
+    elif report.repaired:
+        lines.append(f"{report.problems} problem(s) found and repaired")
+    else:
+        lines.append(f"{report.problems} problem(s) found; {len(report.errors)} repair(s) failed")
+    return lines
+
+
+async def fsck(services: Services, args: argparse.Namespace) -> int:
+    report = await services.integrity.run(repair=args.repair, progress=_say)
+    for line in _fsck_summary(report):
+        _say(line)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    return report.exit_code
+
+
 def _administer(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         settings = _settings(args)
 
-        async def go() -> None:
+        async def go() -> int:
             services = await build_services(settings)
             try:
-                await action(services, args)
+                return await action(services, args) or 0
             finally:
                 await services.close()
 
-        asyncio.run(go())
-        return 0
+        return asyncio.run(go())
 
     return run
 
@@ -418,6 +502,20 @@ def _parser() -> argparse.ArgumentParser:
     command(robot, "rotate", robot_rotate, "replace a robot's API key").add_argument("name")
     command(robot, "delete", robot_delete, "delete (revoke) a robot").add_argument("name")
     command(robot, "list", robot_list, "list robots")
+
+    sub = command(
+        commands,
+        "fsck",
+        fsck,
+        "check that stored bytes match their digests and that metadata and store agree",
+    )
+    sub.add_argument(
+        "--repair",
+        action="store_true",
+        help="quarantine corrupt blobs, remove rows whose bytes are gone, delete orphan files,"
+        " sweep stale upload sessions",
+    )
+    sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     return parser
 
 

@@ -116,6 +116,8 @@ manifests = Table(
     Column("created_at", Double, nullable=False),
     UniqueConstraint("image_id", "digest"),
     Index(None, "image_id", "subject_digest"),
+    # Whether any image holds a manifest (integrity checks, collection).
+    Index(None, "digest"),
 )
 
 # What a manifest points to: blobs (config, layers) and, for an index, child manifests.

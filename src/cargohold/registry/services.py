@@ -12,8 +12,10 @@ from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import create_engine_for
+from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
+from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
@@ -37,6 +39,7 @@ class Services:
     uploads: UploadService
     manifests: ManifestService
     proxy: ProxyService
+    integrity: FsckService
 
     async def close(self) -> None:
         await self.proxy.close()
@@ -87,5 +90,8 @@ async def build_services(settings: Settings) -> Services:
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
             docker_hub_hosts=settings.docker_hub_hosts,
+        ),
+        integrity=FsckService(
+            IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
     )

@@ -55,6 +55,24 @@ class BlobStore(abc.ABC):
     async def delete(self, digest: str) -> None: ...
 
     @abc.abstractmethod
+    def read(self, digest: str) -> AsyncIterator[bytes]:
+        """A finished blob's bytes in chunks, to hash them without holding them whole.
+        Raises FileNotFoundError when the store does not hold it."""
+
+    @abc.abstractmethod
+    def digests(self) -> AsyncIterator[str]:
+        """The digest of every finished blob the store holds, in no particular order."""
+
+    @abc.abstractmethod
+    async def modified_at(self, digest: str) -> float | None:
+        """When a finished blob was last written (seconds since the epoch), or None."""
+
+    @abc.abstractmethod
+    async def quarantine(self, digest: str) -> str:
+        """Move a blob aside, out of reach of clients but kept for inspection; return
+        where it went."""
+
+    @abc.abstractmethod
     async def start_upload(self, upload_id: str) -> None: ...
 
     @abc.abstractmethod
@@ -78,3 +96,7 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def upload_ids(self) -> list[str]:
         """Every session the store holds, to clean up the abandoned ones."""
+
+    @abc.abstractmethod
+    async def upload_modified_at(self, upload_id: str) -> float | None:
+        """When a session's bytes were last written, or None when it does not exist."""

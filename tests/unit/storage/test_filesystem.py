@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
 
 from cargohold.storage import FilesystemBlobStore
+from cargohold.storage.filesystem import READ_CHUNK
 
 DATA = b"some bytes of a layer"
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -67,5 +69,51 @@ def test_discarding_removes_the_bytes(tmp_path: Path) -> None:
         assert await store.upload_ids() == ["b" * 32]
         await store.discard_upload("b" * 32)
         assert await store.upload_ids() == []
+
+    asyncio.run(run())
+
+
+def test_blobs_are_listed_read_in_chunks_and_quarantined(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path, fsync=False)
+        large = bytes(range(256)) * (READ_CHUNK // 128)  # two chunks
+        large_digest = "sha256:" + hashlib.sha256(large).hexdigest()
+        await store.put_bytes(DIGEST, DATA)
+        await store.put_bytes(large_digest, large)
+        # Files that do not sit where a digest would are not blobs.
+        (tmp_path / "blobs" / "sha256" / "zz").mkdir()
+        (tmp_path / "blobs" / "sha256" / "zz" / "ab12").write_bytes(b"misplaced")
+        (tmp_path / "blobs" / "stray").write_bytes(b"not in a folder")
+        assert sorted([digest async for digest in store.digests()]) == sorted(
+            [DIGEST, large_digest]
+        )
+        chunks = [chunk async for chunk in store.read(large_digest)]
+        assert len(chunks) == 2 and b"".join(chunks) == large
+        modified = await store.modified_at(DIGEST)
+        assert modified is not None and abs(modified - time.time()) < 60
+
+        first = Path(await store.quarantine(DIGEST))
+        assert first == tmp_path / "quarantine" / "sha256" / DIGEST.split(":")[1]
+        assert first.read_bytes() == DATA
+        assert await store.size(DIGEST) is None and await store.modified_at(DIGEST) is None
+        with pytest.raises(FileNotFoundError):
+            [chunk async for chunk in store.read(DIGEST)]
+        # Quarantined again (stored again, found corrupt again): both copies are kept.
+        await store.put_bytes(DIGEST, DATA)
+        second = Path(await store.quarantine(DIGEST))
+        assert second != first and first.exists() and second.exists()
+        assert [digest async for digest in store.digests()] == [large_digest]
+
+    asyncio.run(run())
+
+
+def test_when_upload_bytes_were_last_written(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = FilesystemBlobStore(tmp_path, fsync=False)
+        assert await store.upload_modified_at("a" * 32) is None
+        await store.start_upload("a" * 32)
+        modified = await store.upload_modified_at("a" * 32)
+        assert modified is not None and abs(modified - time.time()) < 60
+        assert await store.upload_modified_at("../../etc/passwd") is None
 
     asyncio.run(run())
