@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cargohold.registry.singleflight import SingleFlight, SingleFlightTimeout
+
+
+def test_one_holder_at_a_time_per_key(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        flights = SingleFlight(tmp_path)
+        events: list[str] = []
+
+        async def hold(name: str, key: str) -> None:
+            async with flights.hold(key):
+                events.append(f"{name} in")
+                await asyncio.sleep(0.05)
+                events.append(f"{name} out")
+
+        await asyncio.gather(hold("a", "k"), hold("b", "k"))
+        return events
+
+    events = asyncio.run(run())
+    assert events in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_other_keys_do_not_wait(tmp_path: Path) -> None:
+    async def run() -> None:
+        flights = SingleFlight(tmp_path, max_wait=0.2)
+        async with flights.hold("one"), flights.hold("two"):
+            pass
+
+    asyncio.run(run())
+
+
+def test_a_waiter_gives_up_after_the_longest_wait(tmp_path: Path) -> None:
+    async def run() -> None:
+        flights = SingleFlight(tmp_path, max_wait=0.2)
+        async with flights.hold("k"):
+            with pytest.raises(SingleFlightTimeout) as caught:
+                async with flights.hold("k"):
+                    pass
+            assert caught.value.status == 503
+
+    asyncio.run(run())
+
+
+def test_another_process_holding_the_file_lock_is_waited_for(tmp_path: Path) -> None:
+    """Two instances stand for two processes: only the file lock is shared."""
+
+    async def run() -> None:
+        first, second = SingleFlight(tmp_path, max_wait=0.3), SingleFlight(tmp_path, max_wait=0.3)
+        async with first.hold("k"):
+            with pytest.raises(SingleFlightTimeout):
+                async with second.hold("k"):
+                    pass
+        async with second.hold("k"):  # free again once the first let go
+            pass
+
+    asyncio.run(run())
