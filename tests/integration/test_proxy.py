@@ -27,7 +27,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.clients import OciImage, Skopeo, oci_image, oci_index, wait_until
+from tests.integration.clients import (
+    Descriptor,
+    OciImage,
+    Skopeo,
+    oci_image,
+    oci_index,
+    wait_until,
+)
 from tests.integration.oci_client import OCI_INDEX, OCI_MANIFEST, OciClient, descriptor, sha256
 from tests.integration.server import Server
 from tests.integration.upstream import (
@@ -560,6 +567,25 @@ def test_upstream_404_is_remembered_for_proxy_not_found_seconds(
 # --- blobs: verified before they are cached ---------------------------------------------------
 
 
+def _proxied_layer(
+    hub: ReferenceRegistry,
+    relay: FaultRelay,
+    cargohold: Server,
+    oci: OciClient,
+    workdir: Path,
+    prefix: str,
+) -> tuple[str, Descriptor, str]:
+    """A fresh image upstream behind a new proxy, its manifest already pulled: the proxy's
+    name for it, its largest layer, and that layer's upstream path (for relay faults)."""
+    upstream_name = f"{unique(prefix)}/app"
+    image = small_image(workdir / "layouts" / upstream_name, "1", layer_size=256 * 1024)
+    hub.seed(image, upstream_name)
+    name = f"{new_proxy(cargohold, relay.url)}/{upstream_name}"
+    layer = max(image.blobs, key=lambda blob: blob.size)
+    assert manifest_digest(oci, name, "1") == image.digest
+    return name, layer, f"/v2/{upstream_name}/blobs/{layer.digest}"
+
+
 def _broken_blob_is_not_cached(
     relay: FaultRelay, cargohold: Server, oci: OciClient, name: str, digest: str
 ) -> None:
@@ -592,14 +618,7 @@ def _next_pull_caches_the_blob(
 def test_upstream_cut_in_the_middle_of_a_blob_caches_nothing_and_the_next_pull_works(
     hub: ReferenceRegistry, relay: FaultRelay, cargohold: Server, oci: OciClient, workdir: Path
 ) -> None:
-    upstream_name = f"{unique('cut-')}/app"
-    image = small_image(workdir / "layouts" / upstream_name, "1", layer_size=256 * 1024)
-    hub.seed(image, upstream_name)
-    proxy = new_proxy(cargohold, relay.url)
-    name = f"{proxy}/{upstream_name}"
-    layer = max(image.blobs, key=lambda blob: blob.size)
-    path = f"/v2/{upstream_name}/blobs/{layer.digest}"
-    assert manifest_digest(oci, name, "1") == image.digest
+    name, layer, path = _proxied_layer(hub, relay, cargohold, oci, workdir, "cut-")
 
     fault = relay.cut(after=4096, path=re.escape(path), times=1)
     announced, received, error = read_blob_stream(oci, name, layer.digest)
@@ -613,14 +632,7 @@ def test_upstream_cut_in_the_middle_of_a_blob_caches_nothing_and_the_next_pull_w
 def test_upstream_serving_wrong_bytes_for_a_digest_is_refused_and_not_cached(
     hub: ReferenceRegistry, relay: FaultRelay, cargohold: Server, oci: OciClient, workdir: Path
 ) -> None:
-    upstream_name = f"{unique('corrupt-')}/app"
-    image = small_image(workdir / "layouts" / upstream_name, "1", layer_size=256 * 1024)
-    hub.seed(image, upstream_name)
-    proxy = new_proxy(cargohold, relay.url)
-    name = f"{proxy}/{upstream_name}"
-    layer = max(image.blobs, key=lambda blob: blob.size)
-    path = f"/v2/{upstream_name}/blobs/{layer.digest}"
-    assert manifest_digest(oci, name, "1") == image.digest
+    name, layer, path = _proxied_layer(hub, relay, cargohold, oci, workdir, "corrupt-")
 
     fault = relay.corrupt(path=re.escape(path), times=1, at=-1)  # the very last byte
     announced, received, error = read_blob_stream(oci, name, layer.digest)
@@ -635,14 +647,7 @@ def test_upstream_serving_wrong_bytes_for_a_digest_is_refused_and_not_cached(
 def test_a_client_going_away_during_a_blob_does_not_hold_up_the_next_pull(
     hub: ReferenceRegistry, relay: FaultRelay, cargohold: Server, oci: OciClient, workdir: Path
 ) -> None:
-    upstream_name = f"{unique('gone-')}/app"
-    image = small_image(workdir / "layouts" / upstream_name, "1", layer_size=256 * 1024)
-    hub.seed(image, upstream_name)
-    proxy = new_proxy(cargohold, relay.url)
-    name = f"{proxy}/{upstream_name}"
-    layer = max(image.blobs, key=lambda blob: blob.size)
-    path = f"/v2/{upstream_name}/blobs/{layer.digest}"
-    assert manifest_digest(oci, name, "1") == image.digest
+    name, layer, path = _proxied_layer(hub, relay, cargohold, oci, workdir, "gone-")
 
     relay.delay(0.6, re.escape(path), times=1)  # within the proxy's timeout
     with pytest.raises(requests.Timeout):  # gone before the upstream answered
