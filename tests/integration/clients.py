@@ -349,7 +349,34 @@ class Daemon:
         shutil.rmtree(self.rundir, ignore_errors=True)
 
 
-class _DaemonClient(CliClient):
+class Background:
+    """A service a test runs in the background: `with Service(...) as service:` starts it
+    and closes it however the block ends, also when starting failed halfway."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _DaemonClient(CliClient, Background):
     """A CLI client whose daemon this object starts on ``__enter__`` and stops on ``__exit__``;
     the daemon is ready once its ``socket`` exists and ``CLIENT version`` answers."""
 
@@ -370,21 +397,11 @@ class _DaemonClient(CliClient):
             return False
         return True
 
-    def __enter__(self) -> Self:
-        try:
-            self.daemon.start(self._daemon_argv())
-            self.daemon.wait_ready(self._ping, timeout=self.startup_timeout)
-        except BaseException:
-            self.daemon.stop()
-            raise
-        return self
+    def start(self) -> None:
+        self.daemon.start(self._daemon_argv())
+        self.daemon.wait_ready(self._ping, timeout=self.startup_timeout)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.daemon.stop()
         unmount_under(self.workdir)
 

@@ -43,8 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import aiohttp
 import jwt
@@ -58,6 +57,7 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from tests.integration.clients import (
+    Background,
     Daemon,
     OciImage,
     Skopeo,
@@ -120,7 +120,7 @@ class AccessEntry:
         return self.uri.partition("?")[0]
 
 
-class ReferenceRegistry:
+class ReferenceRegistry(Background):
     """``docker-registry serve config.yml`` (distribution 2.8) on 127.0.0.1:<free port>.
 
     ``mode``: "open" (no auth), "htpasswd" (Basic auth for ``user``/``password``) or "token"
@@ -269,22 +269,6 @@ class ReferenceRegistry:
         self.stop()
         if self._own_token_server and self.token_server is not None:
             self.token_server.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # content
 
@@ -584,7 +568,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         self._reply(200, body)
 
 
-class TokenServer:
+class TokenServer(Background):
     """A Docker token server (``/token``, GET with Basic auth, or the OAuth2 POST password
     grant) on 127.0.0.1:<free port>, in a background thread.
 
@@ -719,16 +703,7 @@ class TokenServer:
         if thread is not None:
             thread.join(timeout=10)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
 
@@ -808,7 +783,7 @@ class RelayedRequest:
     injected one, or 502 if the target was unreachable; 0 while in flight."""
 
 
-class FaultRelay:
+class FaultRelay(Background):
     """An HTTP relay on 127.0.0.1:<free port> to ``target`` (``http://HOST:PORT``), in a
     background thread with its own event loop.
 
@@ -1005,22 +980,6 @@ class FaultRelay:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # relaying
 
