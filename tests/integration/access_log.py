@@ -78,7 +78,7 @@ def wait_for_access(
     done: Callable[[list[Access]], bool],
     *,
     after: int = 0,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> list[Access]:
     """``accesses`` once they are ``done``: aiohttp writes an access line only after the answer
     went out, so a client may have finished before its last lines are in the log."""

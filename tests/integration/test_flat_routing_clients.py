@@ -54,6 +54,7 @@ from tests.integration.clients import (
     Skopeo,
     find_binary,
     oci_image,
+    wait_until,
 )
 from tests.integration.server import Server
 from tests.integration.upstream import ReferenceRegistry
@@ -209,10 +210,13 @@ def test_docker(routes: Routes, tmp_path: Path) -> None:
             return docker.push(ref)
 
         def fresh() -> None:
-            ids = docker("image", "ls", "--all", "--quiet").split()
-            if ids:
-                docker("image", "rm", "--force", *sorted(set(ids)))
-            assert docker("image", "ls", "--all", "--quiet").split() == []
+            def emptied() -> bool:
+                ids = docker("image", "ls", "--all", "--quiet").split()
+                if ids:
+                    docker("image", "rm", "--force", *sorted(set(ids)))
+                return docker("image", "ls", "--all", "--quiet").split() == []
+
+            wait_until(emptied, timeout=30, what="an empty docker image store")
 
         def pull(ref: str) -> str:
             digest = docker.pull(ref)
