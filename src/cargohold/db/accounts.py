@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Reader
 from cargohold.db.schema import (
     login_failures,
     members,
@@ -253,7 +254,7 @@ class AccountStore(Store):
             await self._replace_grants(conn, robot_id, grants)
             return True
 
-    async def _robots(self, conn: AsyncConnection, name: str | None) -> list[RobotRecord]:
+    async def _robots(self, conn: Reader, name: str | None) -> list[RobotRecord]:
         query = select(robots).order_by(robots.c.name)
         grant_query = _GRANT_QUERY
         if name is not None:

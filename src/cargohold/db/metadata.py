@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -132,6 +132,25 @@ _MANIFEST_COLUMNS = (
     manifests.c.artifact_type,
     manifests.c.subject_digest,
     manifests.c.annotations,
+)
+
+
+# The lookups behind every pull, built once: building a statement costs more than running it.
+_MANIFEST_BY_DIGEST = select(*_MANIFEST_COLUMNS).where(
+    manifests.c.image_id == bindparam("image_id"), manifests.c.digest == bindparam("digest")
+)
+_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLUMNS)
+    .join(
+        tags,
+        and_(tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest),
+    )
+    .where(tags.c.image_id == bindparam("image_id"), tags.c.name == bindparam("tag"))
+)
+_BLOB_SIZE = (
+    select(blobs.c.size)
+    .join(image_blobs, image_blobs.c.digest == blobs.c.digest)
+    .where(image_blobs.c.image_id == bindparam("image_id"), blobs.c.digest == bindparam("digest"))
 )
 
 
@@ -307,13 +326,9 @@ class MetadataStore(Store):
     # Blobs
 
     async def blob_size(self, image_id: int, digest: str) -> int | None:
-        query = (
-            select(blobs.c.size)
-            .join(image_blobs, image_blobs.c.digest == blobs.c.digest)
-            .where(image_blobs.c.image_id == image_id, blobs.c.digest == digest)
-        )
         async with self._read() as conn:
-            return (await conn.execute(query)).scalar_one_or_none()
+            found = await conn.execute(_BLOB_SIZE, {"image_id": image_id, "digest": digest})
+            return found.scalar_one_or_none()
 
     async def link_blob(self, image_id: int, digest: str, size: int) -> None:
         now = time.time()
@@ -339,24 +354,16 @@ class MetadataStore(Store):
     # Manifests and tags
 
     async def manifest_by_digest(self, image_id: int, digest: str) -> ManifestRecord | None:
-        query = select(*_MANIFEST_COLUMNS).where(
-            manifests.c.image_id == image_id, manifests.c.digest == digest
-        )
         async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+            found = await conn.execute(
+                _MANIFEST_BY_DIGEST, {"image_id": image_id, "digest": digest}
+            )
+            row = found.first()
         return _manifest(row) if row else None
 
     async def manifest_by_tag(self, image_id: int, tag: str) -> ManifestRecord | None:
-        query = (
-            select(*_MANIFEST_COLUMNS)
-            .join(
-                tags,
-                and_(tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest),
-            )
-            .where(tags.c.image_id == image_id, tags.c.name == tag)
-        )
         async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_MANIFEST_BY_TAG, {"image_id": image_id, "tag": tag})).first()
         return _manifest(row) if row else None
 
     async def tag_checked_at(self, image_id: int, tag: str) -> float | None:

@@ -1,16 +1,16 @@
-"""What every store of queries shares: the engine, read and write transactions."""
+"""What every store of queries shares: the database, read and write transactions."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cargohold.db.engine import WRITE
+from cargohold.db.engine import Database, Reader
 
 
 class AlreadyExists(Exception):
@@ -18,20 +18,14 @@ class AlreadyExists(Exception):
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn, conn.begin():
-            yield conn
+    def _read(self) -> AbstractAsyncContextManager[Reader]:
+        return self._database.read()
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(**{WRITE: True})
-            async with conn.begin():
-                yield conn
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._database.write()
 
     @staticmethod
     async def _insert_ignoring_duplicates(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from cargohold.auth.accounts import AccountService
 from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import create_engine_for
+from cargohold.db.engine import Database
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
@@ -27,7 +25,7 @@ from cargohold.storage import BlobStore, FilesystemBlobStore
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     metadata: MetadataStore
     accounts: AccountStore
     store: BlobStore
@@ -43,13 +41,13 @@ class Services:
 
     async def close(self) -> None:
         await self.proxy.close()
-        await self.engine.dispose()
+        await self.database.dispose()
 
 
 async def build_services(settings: Settings) -> Services:
-    engine = create_engine_for(settings.metadata_url)
-    metadata = MetadataStore(engine)
-    accounts = AccountStore(engine)
+    database = Database(settings.metadata_url)
+    metadata = MetadataStore(database)
+    accounts = AccountStore(database)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
     issuer = await TokenIssuer.load(
@@ -69,7 +67,7 @@ async def build_services(settings: Settings) -> Services:
     blobs = BlobService(metadata, store, router)
     return Services(
         settings=settings,
-        engine=engine,
+        database=database,
         metadata=metadata,
         accounts=accounts,
         store=store,
@@ -92,6 +90,6 @@ async def build_services(settings: Settings) -> Services:
             docker_hub_hosts=settings.docker_hub_hosts,
         ),
         integrity=FsckService(
-            IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
+            IntegrityStore(database), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
     )

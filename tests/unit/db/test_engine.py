@@ -1,0 +1,88 @@
+"""The metadata database's transactions over a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import insert, select
+
+from cargohold.db.engine import Database, migrate, sqlite_url
+from cargohold.db.schema import projects
+
+
+def _database(tmp_path: Path) -> Database:
+    url = sqlite_url(tmp_path / "cargohold.db")
+    migrate(url)
+    return Database(url)
+
+
+async def _project_names(database: Database) -> list[str]:
+    async with database.read() as conn:
+        return list(
+            (await conn.execute(select(projects.c.name).order_by(projects.c.name))).scalars()
+        )
+
+
+def test_a_committed_write_is_seen_by_the_next_read(tmp_path: Path) -> None:
+    async def run() -> None:
+        database = _database(tmp_path)
+        try:
+            assert await _project_names(database) == []
+            async with database.write() as conn:
+                await conn.execute(insert(projects).values(name="a", created_at=0.0))
+            assert await _project_names(database) == ["a"]
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
+def test_a_read_does_not_wait_for_a_writer_holding_the_lock(tmp_path: Path) -> None:
+    """Reads run in the event loop's thread: one that waited for the write lock would stall
+    every request. In WAL mode it reads the last committed state at once."""
+
+    async def run() -> None:
+        database = _database(tmp_path)
+        try:
+            async with database.write() as conn:
+                await conn.execute(insert(projects).values(name="committed", created_at=0.0))
+            other = sqlite3.connect(tmp_path / "cargohold.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO projects (name, created_at) VALUES ('pending', 0)")
+            try:
+                names = await asyncio.wait_for(_project_names(database), timeout=2)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert names == ["committed"]
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
+def test_many_reads_open_across_awaits_never_block_the_loop(tmp_path: Path) -> None:
+    """More reads held open at once than the pool keeps: a checkout that waited for a
+    connection to come back would block the very loop that has to give it back."""
+
+    async def read_across_an_await(started: asyncio.Event, proceed: asyncio.Event) -> int:
+        async with database.read() as conn:
+            started.set()
+            await proceed.wait()
+            return len((await conn.execute(select(projects.c.id))).all())
+
+    async def run() -> list[int]:
+        try:
+            events = [(asyncio.Event(), asyncio.Event()) for _ in range(16)]
+            tasks = [asyncio.create_task(read_across_an_await(*pair)) for pair in events]
+            await asyncio.wait_for(asyncio.gather(*(s.wait() for s, _ in events)), timeout=5)
+            for _, proceed in events:
+                proceed.set()
+            return await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+        finally:
+            await database.dispose()
+
+    database = _database(tmp_path)
+    assert asyncio.run(run()) == [0] * 16
