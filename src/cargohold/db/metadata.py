@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Writer
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -163,7 +163,7 @@ def _manifest(row: Sequence[Any]) -> ManifestRecord:
 
 
 async def _refuse_if_referenced(
-    conn: AsyncConnection, image_id: int, digest: str, *, by_index: bool
+    conn: Writer, image_id: int, digest: str, *, by_index: bool
 ) -> None:
     """Raise StillReferenced when manifests of the image point to `digest`: as an index
     child (`by_index`) or as a config or layer."""

@@ -8,9 +8,8 @@ from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cargohold.db.engine import Database, Reader
+from cargohold.db.engine import Database, Reader, Writer
 
 
 class AlreadyExists(Exception):
@@ -24,12 +23,12 @@ class Store:
     def _read(self) -> AbstractAsyncContextManager[Reader]:
         return self._database.read()
 
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    def _write(self) -> AbstractAsyncContextManager[Writer]:
         return self._database.write()
 
     @staticmethod
     async def _insert_ignoring_duplicates(
-        conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+        conn: Writer, table: Table, rows: Sequence[dict[str, Any]]
     ) -> None:
         if not rows:
             return

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert, select
 
 from cargohold.db.engine import Database, migrate, sqlite_url
@@ -86,3 +87,57 @@ def test_many_reads_open_across_awaits_never_block_the_loop(tmp_path: Path) -> N
 
     database = _database(tmp_path)
     assert asyncio.run(run()) == [0] * 16
+
+
+def test_a_write_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
+    """Another process holds the write lock for a while: the write goes through once it is
+    released, and the loop goes on serving in the meantime."""
+
+    async def run() -> tuple[list[str], int]:
+        database = _database(tmp_path)
+        other = sqlite3.connect(tmp_path / "cargohold.db", isolation_level=None)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def write() -> None:
+            async with database.write() as conn:
+                await conn.execute(insert(projects).values(name="mine", created_at=0.0))
+
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO projects (name, created_at) VALUES ('theirs', 0)")
+            ticker = asyncio.create_task(tick())
+            writing = asyncio.create_task(write())
+            await asyncio.sleep(0.3)
+            assert not writing.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(writing, timeout=5)
+            ticker.cancel()
+            return await _project_names(database), ticks
+        finally:
+            other.close()
+            await database.dispose()
+
+    names, ticks = asyncio.run(run())
+    assert names == ["mine", "theirs"]
+    assert ticks >= 10
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        database = _database(tmp_path)
+        try:
+            with pytest.raises(RuntimeError):
+                async with database.write() as conn:
+                    await conn.execute(insert(projects).values(name="half", created_at=0.0))
+                    raise RuntimeError("the request failed")
+            return await _project_names(database)
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(run()) == []
