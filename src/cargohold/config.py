@@ -49,6 +49,12 @@ class Settings(BaseModel):
     )
     proxy_timeout_seconds: float = Field(default=20.0, gt=0)
     proxy_not_found_seconds: float = Field(default=30.0, ge=0)
+    pull_stats_flush_seconds: float = Field(
+        default=5.0, gt=0, description="how often counted pulls are written to the database"
+    )
+    pull_stats_max_pending: int = Field(
+        default=10_000, ge=1, description="distinct tags and manifests counted between writes"
+    )
 
     @field_validator("database_url", "public_url", "admin_password", mode="before")
     @classmethod

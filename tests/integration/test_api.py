@@ -252,6 +252,7 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         ("post", "/repos"),
         ("get", "/repos/{project}/{name}"),
         ("patch", "/repos/{project}/{name}"),
+        ("get", "/repos/{project}/{name}/tags"),
         ("get", "/users"),
         ("post", "/users"),
         ("get", "/users/{name}"),

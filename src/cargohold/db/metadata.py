@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +43,7 @@ class ProjectRecord:
     name: str
     created_at: float
     anonymous_read: bool
+    quota_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,36 @@ class NewManifest:
     annotations: dict[str, str] | None
     blob_digests: frozenset[str]
     child_digests: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PullCount:
+    """`count` pulls of a manifest of an image, by tag (or by digest: tag None)."""
+
+    image_id: int
+    tag: str | None
+    digest: str
+    count: int
+    last_pulled_at: float
+
+    def merged(self, other: PullCount) -> PullCount:
+        return PullCount(
+            self.image_id,
+            self.tag,
+            self.digest,
+            self.count + other.count,
+            max(self.last_pulled_at, other.last_pulled_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    image: str
+    name: str
+    digest: str
+    updated_at: float
+    last_pulled_at: float | None
+    pull_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +192,13 @@ async def _refuse_if_referenced(
     by = list(users.scalars())
     if by:
         raise StillReferenced(by)
+
+
+def _pulled(column: Any) -> Any:
+    """The later of a row's last pull and the batch's (`b_last`)."""
+    return case(
+        (or_(column.is_(None), column < bindparam("b_last")), bindparam("b_last")), else_=column
+    )
 
 
 class MetadataStore(Store):
@@ -505,6 +543,65 @@ class MetadataStore(Store):
             query = query.where(manifests.c.artifact_type == artifact_type)
         async with self._read() as conn:
             return [_manifest(row) for row in await conn.execute(query)]
+
+    async def tag_records(self, repository_id: int) -> list[TagRecord]:
+        """Every tag of the repository's images, by image and tag name."""
+        query = (
+            select(
+                images.c.name,
+                tags.c.name,
+                tags.c.digest,
+                tags.c.updated_at,
+                tags.c.last_pulled_at,
+                tags.c.pull_count,
+            )
+            .join(images, images.c.id == tags.c.image_id)
+            .where(images.c.repository_id == repository_id)
+            .order_by(images.c.name, tags.c.name)
+        )
+        async with self._read() as conn:
+            return [TagRecord(*row) for row in await conn.execute(query)]
+
+    # Pull statistics
+
+    async def record_pulls(self, batch: Sequence[PullCount]) -> None:
+        """Add counted pulls to their tags and manifests, in one transaction."""
+        by_manifest: dict[tuple[int, str], PullCount] = {}
+        for pulls in batch:
+            key = (pulls.image_id, pulls.digest)
+            known = by_manifest.get(key)
+            by_manifest[key] = pulls if known is None else known.merged(pulls)
+        tag_rows = [
+            {"b_image": p.image_id, "b_name": p.tag, "b_count": p.count, "b_last": p.last_pulled_at}
+            for p in batch
+            if p.tag is not None
+        ]
+        manifest_rows = [
+            {
+                "b_image": p.image_id,
+                "b_name": p.digest,
+                "b_count": p.count,
+                "b_last": p.last_pulled_at,
+            }
+            for p in by_manifest.values()
+        ]
+        async with self._write() as conn:
+            for table, name, rows in (
+                (tags, tags.c.name, tag_rows),
+                (manifests, manifests.c.digest, manifest_rows),
+            ):
+                if rows:
+                    await conn.execute(
+                        update(table)
+                        .where(
+                            table.c.image_id == bindparam("b_image"), name == bindparam("b_name")
+                        )
+                        .values(
+                            pull_count=table.c.pull_count + bindparam("b_count"),
+                            last_pulled_at=_pulled(table.c.last_pulled_at),
+                        ),
+                        rows,
+                    )
 
     # Upload sessions
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord
+from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord, TagRecord
 from cargohold.db.store import AlreadyExists
 from cargohold.registry.errors import Conflict, InvalidInput, NotFound
 from cargohold.registry.prefixes import (
@@ -201,6 +201,10 @@ class ProjectService:
         if repository is None:
             raise NotFound(f"repository {project_name}/{name} does not exist")
         return repository
+
+    async def tags(self, repository: RepositoryRecord) -> list[TagRecord]:
+        """Every tag of the repository, with its pull statistics."""
+        return await self._metadata.tag_records(repository.id)
 
     async def update_repository(
         self,

@@ -19,6 +19,7 @@ from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
+from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
@@ -40,8 +41,11 @@ class Services:
     manifests: ManifestService
     proxy: ProxyService
     integrity: FsckService
+    pulls: PullRecorder
 
     async def close(self) -> None:
+        # Pulls counted since the last write are kept, not lost with the process.
+        await self.pulls.flush()
         await self.proxy.close()
         await self.engine.dispose()
 
@@ -93,5 +97,11 @@ async def build_services(settings: Settings) -> Services:
         ),
         integrity=FsckService(
             IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
+        ),
+        pulls=PullRecorder(
+            metadata,
+            router,
+            flush_seconds=settings.pull_stats_flush_seconds,
+            max_pending=settings.pull_stats_max_pending,
         ),
     )

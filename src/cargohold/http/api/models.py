@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cargohold.auth.accounts import MIN_PASSWORD_LENGTH, GrantSpec
 from cargohold.auth.principals import ROBOT_PREFIX
 from cargohold.db.accounts import GrantRecord, MemberRecord, RobotRecord, UserRecord
-from cargohold.db.metadata import ProjectRecord, RepositoryRecord
+from cargohold.db.metadata import ProjectRecord, RepositoryRecord, TagRecord
 
 Action = Literal["pull", "push", "delete"]
 Role = Literal["reader", "developer", "maintainer", "admin"]
@@ -144,6 +144,28 @@ class RepositoryUpdate(RequestBody):
     flat_alias_prefix: str | None = Field(default=None, description="'' removes the alias")
     is_catch_all: bool | None = None
     host_name: str | None = Field(default=None, description="'' removes the host name")
+
+
+class Tag(ResponseBody):
+    image: str
+    tag: str
+    digest: str
+    updated_at: int = Field(description="when the tag was pushed or last moved")
+    last_pulled_at: int | None = Field(
+        description="the last manifest GET by this tag (written every few seconds); null: never"
+    )
+    pull_count: int
+
+    @classmethod
+    def of(cls, record: TagRecord) -> Tag:
+        return cls(
+            image=record.image,
+            tag=record.name,
+            digest=record.digest,
+            updated_at=int(record.updated_at),
+            last_pulled_at=_seconds(record.last_pulled_at),
+            pull_count=record.pull_count,
+        )
 
 
 # Project members

@@ -23,6 +23,7 @@ from cargohold.http.api.models import (
     Repository,
     RepositoryCreate,
     RepositoryUpdate,
+    Tag,
 )
 from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
 from cargohold.registry.errors import NotFound
@@ -168,6 +169,11 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
     return Repository.of(repository)
 
 
+async def list_tags(call: Call) -> list[Tag]:
+    repository = await _visible_repository(call, call.param("project"), call.param("name"))
+    return [Tag.of(record) for record in await call.services.projects.tags(repository)]
+
+
 ROUTES: tuple[Route, ...] = (
     route(
         "GET",
@@ -266,5 +272,13 @@ ROUTES: tuple[Route, ...] = (
         response=Repository,
         access=Access.USER,
         errors=(409,),
+    ),
+    route(
+        "GET",
+        "/repos/{project}/{name}/tags",
+        list_tags,
+        summary="List a repository's tags with their pull statistics",
+        response=list[Tag],
+        access=Access.SIGNED_IN,
     ),
 )
