@@ -32,7 +32,8 @@ from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.integrity import FsckReport, human_size
-from cargohold.registry.projects import FlatRouting, ProxySettings
+from cargohold.registry.projects import UNCHANGED, FlatRouting, ProxySettings, Unchanged
+from cargohold.registry.quotas import parse_size
 from cargohold.registry.services import Services, build_services
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -126,26 +127,47 @@ def serve(args: argparse.Namespace) -> int:
 # Projects and repositories
 
 
+def _quota(text: str | None) -> int | Unchanged | None:
+    """--quota-bytes: a size, `none` for unlimited, absent for unchanged."""
+    if text is None:
+        return UNCHANGED
+    return None if text.lower() == "none" else parse_size(text)
+
+
+def _describe_quota(quota_bytes: int | None) -> str:
+    return "unlimited" if quota_bytes is None else human_size(quota_bytes)
+
+
 async def project_create(services: Services, args: argparse.Namespace) -> None:
-    project = await services.projects.create_project(args.name, args.anonymous_read)
-    _say(f"created project {project.name}")
-
-
-def _required_switch(value: bool | None, name: str) -> bool:
-    if value is None:
-        raise InvalidInput(f"nothing to change: give --{name} or --no-{name}")
-    return value
+    quota_bytes = _quota(args.quota_bytes)
+    project = await services.projects.create_project(
+        args.name, args.anonymous_read, None if quota_bytes is UNCHANGED else quota_bytes
+    )
+    _say(f"created project {project.name} (quota {_describe_quota(project.quota_bytes)})")
 
 
 async def project_update(services: Services, args: argparse.Namespace) -> None:
-    _required_switch(args.anonymous_read, "anonymous-read")
-    project = await services.projects.update_project(args.name, anonymous_read=args.anonymous_read)
-    _say(f"project {project.name}: anonymous read {'on' if project.anonymous_read else 'off'}")
+    quota_bytes = _quota(args.quota_bytes)
+    if args.anonymous_read is None and quota_bytes is UNCHANGED:
+        raise InvalidInput("nothing to change: give --[no-]anonymous-read or --quota-bytes")
+    project = await services.projects.update_project(
+        args.name, anonymous_read=args.anonymous_read, quota_bytes=quota_bytes
+    )
+    _say(
+        f"project {project.name}: anonymous read {'on' if project.anonymous_read else 'off'},"
+        f" quota {_describe_quota(project.quota_bytes)}"
+    )
 
 
 async def project_list(services: Services, args: argparse.Namespace) -> None:
-    for project in await services.projects.list_projects():
-        print(f"{project.name}\tanonymous_read={str(project.anonymous_read).lower()}")
+    projects = await services.projects.list_projects()
+    usage = await services.projects.usage(projects)
+    for project in projects:
+        print(
+            f"{project.name}\tanonymous_read={str(project.anonymous_read).lower()}"
+            f"\tquota_bytes={'none' if project.quota_bytes is None else project.quota_bytes}"
+            f"\tusage_bytes={usage[project.id]}"
+        )
 
 
 async def member_set(services: Services, args: argparse.Namespace) -> None:
@@ -435,12 +457,15 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--workers", type=int, help="server processes (default 1)")
 
     project = group("project", "manage projects and their members")
+    quota_help = "bytes its hosted repositories may hold: 1073741824, 500MB, 10GiB"
     sub = command(project, "create", project_create, "create a project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the project", default=False)
+    sub.add_argument("--quota-bytes", metavar="SIZE", help=f"{quota_help} (default unlimited)")
     sub = command(project, "update", project_update, "change a project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the project")
+    sub.add_argument("--quota-bytes", metavar="SIZE", help=f"{quota_help}, or none: unlimited")
     command(project, "list", project_list, "list projects")
     sub = command(project, "member-set", member_set, "give a user a role in a project")
     sub.add_argument("project")

@@ -310,7 +310,14 @@ def test_project_lifecycle(admin: Api) -> None:
     name = unique("proj-")
     before = time.time()
     created = ok(admin.post("/projects", {"name": name}), 201)
-    assert set(created) == {"name", "anonymous_read", "created_at"}
+    assert set(created) == {
+        "name",
+        "anonymous_read",
+        "created_at",
+        "quota_bytes",
+        "usage_bytes",
+    }
+    assert created["quota_bytes"] is None and created["usage_bytes"] == 0
     assert created["name"] == name and created["anonymous_read"] is False
     assert int(before) <= created["created_at"] <= time.time()
     assert ok(admin.get(f"/projects/{name}")) == created

@@ -7,11 +7,24 @@ manifest an index may still point to) do both inside that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +48,17 @@ class StillReferenced(Exception):
     def __init__(self, by: Sequence[str]) -> None:
         super().__init__(", ".join(by))
         self.by = list(by)
+
+
+class QuotaExceeded(Exception):
+    """Storing `needed` more bytes would take the project past its quota."""
+
+    def __init__(self, project: str, used: int, quota: int, needed: int) -> None:
+        super().__init__(f"project {project}: {used} of {quota} bytes used, {needed} needed")
+        self.project = project
+        self.used = used
+        self.quota = quota
+        self.needed = needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +218,57 @@ async def _refuse_if_referenced(
         raise StillReferenced(by)
 
 
+def _hosted_content(project_ids: Collection[int] | None) -> Any:
+    """(project id, digest, size) of every blob and manifest the projects' hosted images
+    hold, each once per project (UNION drops the duplicates)."""
+
+    def held(table: Any, size: Any, *joins: Any) -> Select[Any]:
+        query = select(repositories.c.project_id, table.c.digest, size).select_from(table)
+        for joined, on in joins:
+            query = query.join(joined, on)
+        query = query.join(images, images.c.id == table.c.image_id).join(
+            repositories, repositories.c.id == images.c.repository_id
+        )
+        query = query.where(repositories.c.kind == "hosted")
+        if project_ids is not None:
+            query = query.where(repositories.c.project_id.in_(project_ids))
+        return query
+
+    blob_rows = held(image_blobs, blobs.c.size, (blobs, blobs.c.digest == image_blobs.c.digest))
+    return union(blob_rows, held(manifests, manifests.c.size)).subquery()
+
+
+async def _usage(conn: AsyncConnection, project_ids: Collection[int] | None) -> dict[int, int]:
+    content = _hosted_content(project_ids)
+    rows = await conn.execute(
+        select(content.c.project_id, func.sum(content.c.size)).group_by(content.c.project_id)
+    )
+    return {project_id: int(used) for project_id, used in rows}
+
+
+async def _check_quota(
+    conn: AsyncConnection, project_id: int, digest: str | None, size: int, *, lock: bool
+) -> None:
+    """Raise QuotaExceeded when storing `size` bytes of `digest` (None: not known yet) in the
+    project would take it past its quota; content the project holds already costs nothing.
+    `lock` locks the project's row until the transaction ends (PostgreSQL; SQLite writes one
+    at a time anyway), so that concurrent writes to one project are checked one by one."""
+    quota_query = select(projects.c.name, projects.c.quota_bytes).where(projects.c.id == project_id)
+    if lock:
+        quota_query = quota_query.with_for_update()
+    project = (await conn.execute(quota_query)).one()
+    if project.quota_bytes is None:
+        return
+    if digest is not None:
+        content = _hosted_content([project_id])
+        held = await conn.execute(select(content.c.digest).where(content.c.digest == digest))
+        if held.first() is not None:
+            return
+    used = (await _usage(conn, [project_id])).get(project_id, 0)
+    if used + size > project.quota_bytes:
+        raise QuotaExceeded(project.name, used, project.quota_bytes, size)
+
+
 def _pulled(column: Any) -> Any:
     """The later of a row's last pull and the batch's (`b_last`)."""
     return case(
@@ -204,16 +279,23 @@ def _pulled(column: Any) -> Any:
 class MetadataStore(Store):
     # Projects and repositories
 
-    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
+    async def create_project(
+        self, name: str, anonymous_read: bool = False, quota_bytes: int | None = None
+    ) -> ProjectRecord:
         now = time.time()
         try:
             async with self._write() as conn:
                 result = await conn.execute(
                     insert(projects)
-                    .values(name=name, created_at=now, anonymous_read=anonymous_read)
+                    .values(
+                        name=name,
+                        created_at=now,
+                        anonymous_read=anonymous_read,
+                        quota_bytes=quota_bytes,
+                    )
                     .returning(projects.c.id)
                 )
-                return ProjectRecord(result.scalar_one(), name, now, anonymous_read)
+                return ProjectRecord(result.scalar_one(), name, now, anonymous_read, quota_bytes)
         except IntegrityError as error:
             raise AlreadyExists(name) from error
 
@@ -226,6 +308,16 @@ class MetadataStore(Store):
         async with self._read() as conn:
             rows = await conn.execute(select(projects).order_by(projects.c.name))
         return [ProjectRecord(*row) for row in rows]
+
+    async def project_usage(self, project_ids: Collection[int] | None = None) -> dict[int, int]:
+        """Bytes held by each project's hosted images (absent: none)."""
+        async with self._read() as conn:
+            return await _usage(conn, project_ids)
+
+    async def check_quota(self, project_id: int, digest: str | None, size: int) -> None:
+        """Raise QuotaExceeded when `size` more bytes (of `digest`, if known) do not fit."""
+        async with self._read() as conn:
+            await _check_quota(conn, project_id, digest, size, lock=False)
 
     async def create_repository(
         self, project: ProjectRecord, name: str, kind: str, format: str, **settings: Any
@@ -353,9 +445,15 @@ class MetadataStore(Store):
         async with self._read() as conn:
             return (await conn.execute(query)).scalar_one_or_none()
 
-    async def link_blob(self, image_id: int, digest: str, size: int) -> None:
+    async def link_blob(
+        self, image_id: int, digest: str, size: int, *, quota_project: int | None = None
+    ) -> None:
+        """Make a stored blob readable through an image; with `quota_project`, only if it
+        fits the project's quota (checked in the same transaction)."""
         now = time.time()
         async with self._write() as conn:
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, digest, size, lock=True)
             await self._insert_ignoring_duplicates(
                 conn, blobs, [{"digest": digest, "size": size, "created_at": now}]
             )
@@ -447,12 +545,16 @@ class MetadataStore(Store):
         tag_names: Sequence[str],
         *,
         checked_upstream: bool = False,
+        quota_project: int | None = None,
     ) -> None:
         """Store a manifest and point the tags at it; `checked_upstream` marks the tags as
-        just confirmed by a proxy's upstream."""
+        just confirmed by a proxy's upstream; with `quota_project`, only if the manifest's
+        bytes fit the project's quota (checked in the same transaction)."""
         now = time.time()
         checked_at = now if checked_upstream else None
         async with self._write() as conn:
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, new.digest, new.size, lock=True)
             await self._insert_ignoring_duplicates(
                 conn,
                 manifests,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -33,6 +34,20 @@ def _check_component(what: str, value: str) -> None:
 
 
 DEFAULT_CACHE_TTL_SECONDS = 3600
+
+
+class Unchanged(enum.Enum):
+    """An update's value for a setting it leaves as it is, where None removes the setting."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def _check_quota(quota_bytes: int | None) -> None:
+    if quota_bytes is not None and quota_bytes < 0:
+        raise InvalidInput("quota_bytes must be zero or more bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +124,13 @@ class ProjectService:
         self._metadata = metadata
         self._router = router
 
-    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
+    async def create_project(
+        self, name: str, anonymous_read: bool = False, quota_bytes: int | None = None
+    ) -> ProjectRecord:
         _check_component("project", name)
+        _check_quota(quota_bytes)
         try:
-            return await self._metadata.create_project(name, anonymous_read)
+            return await self._metadata.create_project(name, anonymous_read, quota_bytes)
         except AlreadyExists:
             raise Conflict(f"project {name!r} already exists") from None
 
@@ -125,8 +143,26 @@ class ProjectService:
             raise NotFound(f"project {name!r} does not exist")
         return project
 
-    async def update_project(self, name: str, *, anonymous_read: bool) -> ProjectRecord:
-        if not await self._metadata.update_project(name, anonymous_read=anonymous_read):
+    async def usage(self, projects: list[ProjectRecord]) -> dict[int, int]:
+        """Bytes each project's hosted repositories hold, by project id."""
+        used = await self._metadata.project_usage([project.id for project in projects])
+        return {project.id: used.get(project.id, 0) for project in projects}
+
+    async def update_project(
+        self,
+        name: str,
+        *,
+        anonymous_read: bool | None = None,
+        quota_bytes: int | Unchanged | None = UNCHANGED,
+    ) -> ProjectRecord:
+        """Change what is given (a quota of None: unlimited)."""
+        values: dict[str, object] = {}
+        if anonymous_read is not None:
+            values["anonymous_read"] = anonymous_read
+        if quota_bytes is not UNCHANGED:
+            _check_quota(quota_bytes)
+            values["quota_bytes"] = quota_bytes
+        if values and not await self._metadata.update_project(name, **values):
             raise NotFound(f"project {name!r} does not exist")
         self._router.invalidate()
         return await self.get_project(name)

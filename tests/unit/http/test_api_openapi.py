@@ -101,7 +101,13 @@ def test_the_contract_fields_are_in_the_schemas() -> None:
     }
     assert set(schemas["RepositoryCreate"]["required"]) == {"project", "name"}
     assert schemas["RepositoryCreate"]["additionalProperties"] is False
-    assert set(schemas["Project"]["properties"]) == {"name", "anonymous_read", "created_at"}
+    assert set(schemas["Project"]["properties"]) == {
+        "name",
+        "anonymous_read",
+        "created_at",
+        "quota_bytes",
+        "usage_bytes",
+    }
     assert set(schemas["User"]["properties"]) == {"name", "is_admin", "disabled", "created_at"}
     assert set(schemas["CreatedUser"]["properties"]) == {
         "name",

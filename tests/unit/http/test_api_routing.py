@@ -38,6 +38,7 @@ CONTRACT = {
     ("POST", "/repos"),
     ("GET", "/repos/{project}/{name}"),
     ("PATCH", "/repos/{project}/{name}"),
+    ("GET", "/repos/{project}/{name}/tags"),
     ("GET", "/users"),
     ("POST", "/users"),
     ("GET", "/users/{name}"),

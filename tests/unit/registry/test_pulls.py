@@ -95,7 +95,7 @@ def test_pending_keys_are_bounded_and_a_full_batch_is_written_at_once(tmp_path: 
 
         flusher = asyncio.create_task(pulls.run())  # an hour's interval: only fullness wakes it
         try:
-            for _ in range(200):
+            for _ in range(1000):
                 if pulls.pending == 0:
                     break
                 await asyncio.sleep(0.01)

@@ -45,27 +45,42 @@ class Error(ResponseBody):
 # Projects
 
 
+Bytes = Annotated[int, Field(ge=0)]
+
+
 class Project(ResponseBody):
     name: str
     anonymous_read: bool
     created_at: int
+    quota_bytes: int | None = Field(
+        description="bytes the project's hosted repositories may hold; null: unlimited"
+    )
+    usage_bytes: int = Field(
+        description="bytes its hosted repositories hold, each blob and manifest counted once"
+    )
 
     @classmethod
-    def of(cls, record: ProjectRecord) -> Project:
+    def of(cls, record: ProjectRecord, usage_bytes: int) -> Project:
         return cls(
             name=record.name,
             anonymous_read=record.anonymous_read,
             created_at=int(record.created_at),
+            quota_bytes=record.quota_bytes,
+            usage_bytes=usage_bytes,
         )
 
 
 class ProjectCreate(RequestBody):
     name: str
     anonymous_read: bool = False
+    quota_bytes: Bytes | None = Field(default=None, description="null: unlimited")
 
 
 class ProjectUpdate(RequestBody):
     anonymous_read: bool | None = None
+    quota_bytes: Bytes | None = Field(
+        default=None, description="null removes the quota; absent leaves it as it is"
+    )
 
 
 # Repositories

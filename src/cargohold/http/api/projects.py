@@ -27,7 +27,7 @@ from cargohold.http.api.models import (
 )
 from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
 from cargohold.registry.errors import NotFound
-from cargohold.registry.projects import FlatRouting, ProxySettings
+from cargohold.registry.projects import UNCHANGED, FlatRouting, ProxySettings
 
 
 async def _visible_project(call: Call, name: str) -> ProjectRecord:
@@ -56,31 +56,42 @@ async def _visible_repository(call: Call, project: str, name: str) -> Repository
 # Projects
 
 
+async def _shown(call: Call, projects: list[ProjectRecord]) -> list[Project]:
+    usage = await call.services.projects.usage(projects)
+    return [Project.of(project, usage[project.id]) for project in projects]
+
+
 async def list_projects(call: Call) -> list[Project]:
     repositories = await call.services.projects.list_repositories()
-    return [
-        Project.of(project)
-        for project in await call.services.projects.list_projects()
-        if sees_project(call.standing, project, repositories)
-    ]
+    return await _shown(
+        call,
+        [
+            project
+            for project in await call.services.projects.list_projects()
+            if sees_project(call.standing, project, repositories)
+        ],
+    )
 
 
 async def create_project(call: Call, body: ProjectCreate) -> Project:
-    project = await call.services.projects.create_project(body.name, body.anonymous_read)
-    return Project.of(project)
+    project = await call.services.projects.create_project(
+        body.name, body.anonymous_read, body.quota_bytes
+    )
+    return (await _shown(call, [project]))[0]
 
 
 async def get_project(call: Call) -> Project:
-    return Project.of(await _visible_project(call, call.param("project")))
+    return (await _shown(call, [await _visible_project(call, call.param("project"))]))[0]
 
 
 async def update_project(call: Call, body: ProjectUpdate) -> Project:
     project = await _managed_project(call, call.param("project"))
-    if body.anonymous_read is not None:
-        project = await call.services.projects.update_project(
-            project.name, anonymous_read=body.anonymous_read
-        )
-    return Project.of(project)
+    project = await call.services.projects.update_project(
+        project.name,
+        anonymous_read=body.anonymous_read,
+        quota_bytes=body.quota_bytes if "quota_bytes" in body.model_fields_set else UNCHANGED,
+    )
+    return (await _shown(call, [project]))[0]
 
 
 # Members
