@@ -42,6 +42,9 @@ def create_app(settings: Settings) -> web.Application:
             asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds)),
             asyncio.create_task(services.pulls.run()),
         ]
+        if settings.cleanup_policy_interval_seconds:
+            interval = settings.cleanup_policy_interval_seconds
+            background.append(asyncio.create_task(services.cleanup.run_every(interval)))
         yield
         for task in background:
             task.cancel()

@@ -49,6 +49,11 @@ class Settings(BaseModel):
     )
     proxy_timeout_seconds: float = Field(default=20.0, gt=0)
     proxy_not_found_seconds: float = Field(default=30.0, ge=0)
+    cleanup_policy_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="how often cleanup policies and proxy cache limits are applied; 0: never",
+    )
     pull_stats_flush_seconds: float = Field(
         default=5.0, gt=0, description="how often counted pulls are written to the database"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.integration.oci_client import (
 from tests.integration.server import Server
 
 API = "/api/v1"
+DAY = 86400.0
 LAYER = "application/vnd.oci.image.layer.v1.tar"
 WAIT_SECONDS = 10.0
 
@@ -191,5 +193,119 @@ def test_a_project_quota_refuses_the_push_that_exceeds_it_and_deletes_free_it(
         client.push_blob(second, c)
         assert usage(server, "team") == 4002
         assert stored(server, sha256(c))
+    finally:
+        server.stop()
+
+
+def set_tag_times(
+    server: Server,
+    repository: str,
+    image: str,
+    tag: str,
+    pushed_days_ago: float,
+    pulled_days_ago: float | None,
+) -> None:
+    """Give a tag a push time and a last pull, as if it had lived that long."""
+    project, name = repository.split("/")
+    now = time.time()
+    pulled = None if pulled_days_ago is None else now - pulled_days_ago * DAY
+    with sqlite3.connect(server.data_dir / "cargohold.db") as db:
+        changed = db.execute(
+            "UPDATE tags SET updated_at = ?, last_pulled_at = ?, pull_count = ?"
+            " WHERE name = ? AND image_id = (SELECT images.id FROM images"
+            " JOIN repositories ON repositories.id = images.repository_id"
+            " JOIN projects ON projects.id = repositories.project_id"
+            " WHERE projects.name = ? AND repositories.name = ? AND images.name = ?)",
+            (
+                now - pushed_days_ago * DAY,
+                pulled,
+                0 if pulled is None else 1,
+                tag,
+                project,
+                name,
+                image,
+            ),
+        ).rowcount
+    assert changed == 1, (image, tag)
+
+
+def removed(report: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(t["image"], t["tag"], t["digest"]) for t in report["deleted_tags"]}
+
+
+def test_the_dry_run_lists_exactly_what_the_real_run_then_deletes(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    repository = server.create_repository("team", "apps")
+    server.create_user("keeper", "a-long-enough-password", role_in={"team": "maintainer"})
+    server.create_user("dev", "a-long-enough-password", role_in={"team": "developer"})
+    server.start(env={"CARGOHOLD_CLEANUP_POLICY_INTERVAL_SECONDS": "0"})
+    try:
+        client = OciClient(server.url, server.admin_auth)
+        # (image, tag): pushed days ago, last pulled days ago (None: never)
+        ages: dict[tuple[str, str], tuple[float, float | None]] = {
+            ("app", "v1"): (90, 1),
+            ("app", "v2"): (60, None),
+            ("app", "v3"): (45, 40),
+            ("app", "v4"): (20, None),
+            ("app", "v5"): (5, None),
+            ("app", "latest"): (100, None),
+            ("base", "b1"): (80, None),
+            ("base", "b2"): (70, None),
+        }
+        digests = {}
+        for (image, tag), (pushed, pulled) in ages.items():
+            digests[image, tag] = client.push_image(f"{repository}/{image}", tag=tag).digest
+            set_tag_times(server, repository, image, tag, pushed, pulled)
+        server.cli(
+            "repo",
+            "update",
+            "team",
+            "apps",
+            "--cleanup-keep-last",
+            "2",
+            "--cleanup-unpulled-days",
+            "30",
+            "--cleanup-keep",
+            "latest",
+        )
+        shown = api(server, "GET", f"/repos/{repository}")["cleanup_policy"]
+        assert shown == {
+            "keep_last": 2,
+            "older_than_days": None,
+            "unpulled_days": 30.0,
+            "keep_patterns": ["latest"],
+            "match_patterns": [],
+        }
+
+        path = f"{server.url}{API}/repos/{repository}/cleanup"
+        developer = requests.post(
+            path, json={"dry_run": True}, auth=("dev", "a-long-enough-password"), timeout=60
+        )
+        assert developer.status_code == 403, developer.text
+        dry = requests.post(
+            path, json={"dry_run": True}, auth=("keeper", "a-long-enough-password"), timeout=60
+        )
+        assert dry.status_code == 200, dry.text
+        listed = removed(dry.json())
+        # Kept: v5 and v4 (the newest two), v1 (pulled lately), latest (a kept pattern), base.
+        assert listed == {("app", "v2", digests["app", "v2"]), ("app", "v3", digests["app", "v3"])}
+        reasons = {t["tag"]: t["reasons"] for t in dry.json()["deleted_tags"]}
+        assert reasons["v2"] == [
+            "not among the 2 newest tags of app",
+            "never pulled since pushed 60.0 days ago (limit 30)",
+        ]
+        assert dry.json()["dry_run"] is True
+        assert client.tags(f"{repository}/app") == ["latest", "v1", "v2", "v3", "v4", "v5"]
+
+        real = json.loads(server.cli("cleanup", "team/apps", "--json").stdout)
+        assert real["dry_run"] is False
+        assert removed(real) == listed
+        assert client.tags(f"{repository}/app") == ["latest", "v1", "v4", "v5"]
+        assert client.tags(f"{repository}/base") == ["b1", "b2"]
+        # Only the tags went: their manifests stay, untagged, for garbage collection.
+        untagged = client.get_manifest(f"{repository}/app", digests["app", "v2"])
+        assert untagged.status_code == 200
+        again = requests.post(path, json={}, auth=server.admin_auth, timeout=60)
+        assert again.status_code == 200 and again.json()["deleted_tags"] == []
     finally:
         server.stop()

@@ -7,8 +7,8 @@ manifest an index may still point to) do both inside that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -88,6 +88,9 @@ class RepositoryRecord:
     flat_alias_prefix: str | None = None
     is_catch_all: bool = False
     host_name: str | None = None
+    cleanup_policy: dict[str, Any] | None = None
+    cache_max_age_days: int | None = None
+    cache_max_bytes: int | None = None
 
     @property
     def is_proxy(self) -> bool:
@@ -153,6 +156,24 @@ class TagRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CachedManifest:
+    """A manifest a proxy cached, with what it takes in the cache."""
+
+    image: str
+    digest: str
+    size: int
+    cached_at: float
+    last_pulled_at: float | None
+    # The cached blobs it references (digest -> size), and the manifests it lists.
+    blobs: Mapping[str, int] = field(default_factory=dict)
+    children: frozenset[str] = frozenset()
+
+    @property
+    def last_used(self) -> float:
+        return self.cached_at if self.last_pulled_at is None else self.last_pulled_at
+
+
+@dataclass(frozen=True, slots=True)
 class UploadRecord:
     id: str
     image_id: int
@@ -178,6 +199,9 @@ _REPOSITORY_COLUMNS = (
     repositories.c.flat_alias_prefix,
     repositories.c.is_catch_all,
     repositories.c.host_name,
+    repositories.c.cleanup_policy,
+    repositories.c.cache_max_age_days,
+    repositories.c.cache_max_bytes,
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -663,6 +687,122 @@ class MetadataStore(Store):
         )
         async with self._read() as conn:
             return [TagRecord(*row) for row in await conn.execute(query)]
+
+    async def delete_tags(
+        self, repository_id: int, doomed: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """Delete tags given as (image, tag, digest), each only if it still points to that
+        digest; the ones deleted. Their manifests stay, untagged, for garbage collection."""
+        deleted = []
+        async with self._write() as conn:
+            for image, tag, digest in doomed:
+                image_id = (
+                    select(images.c.id)
+                    .where(images.c.repository_id == repository_id, images.c.name == image)
+                    .scalar_subquery()
+                )
+                result = await conn.execute(
+                    delete(tags).where(
+                        tags.c.image_id == image_id, tags.c.name == tag, tags.c.digest == digest
+                    )
+                )
+                if result.rowcount:
+                    deleted.append((image, tag, digest))
+        return deleted
+
+    async def cached_manifests(self, repository_id: int) -> list[CachedManifest]:
+        """Every manifest of the repository's images, with the blobs its images hold for it
+        and the manifests it lists."""
+        in_repository = images.c.repository_id == repository_id
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(
+                    manifests.c.id,
+                    images.c.name,
+                    manifests.c.digest,
+                    manifests.c.size,
+                    manifests.c.created_at,
+                    manifests.c.last_pulled_at,
+                )
+                .join(images, images.c.id == manifests.c.image_id)
+                .where(in_repository)
+                .order_by(images.c.name, manifests.c.digest)
+            )
+            found = {row.id: row for row in rows}
+            blob_sizes: dict[int, dict[str, int]] = {}
+            for manifest_id, digest, size in await conn.execute(
+                select(manifest_references.c.manifest_id, blobs.c.digest, blobs.c.size)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .join(images, images.c.id == manifests.c.image_id)
+                .join(
+                    image_blobs,
+                    and_(
+                        image_blobs.c.image_id == manifests.c.image_id,
+                        image_blobs.c.digest == manifest_references.c.digest,
+                    ),
+                )
+                .join(blobs, blobs.c.digest == image_blobs.c.digest)
+                .where(in_repository, manifest_references.c.is_manifest.is_(False))
+            ):
+                blob_sizes.setdefault(manifest_id, {})[digest] = size
+            children: dict[int, set[str]] = {}
+            for manifest_id, digest in await conn.execute(
+                select(manifest_references.c.manifest_id, manifest_references.c.digest)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .join(images, images.c.id == manifests.c.image_id)
+                .where(in_repository, manifest_references.c.is_manifest.is_(True))
+            ):
+                children.setdefault(manifest_id, set()).add(digest)
+        return [
+            CachedManifest(
+                row.name,
+                row.digest,
+                row.size,
+                row.created_at,
+                row.last_pulled_at,
+                blob_sizes.get(manifest_id, {}),
+                frozenset(children.get(manifest_id, ())),
+            )
+            for manifest_id, row in found.items()
+        ]
+
+    async def evict_manifest(self, repository_id: int, image: str, digest: str) -> bool:
+        """Remove a cached manifest, its tags, and the image's links to blobs no remaining
+        manifest of the image uses (their bytes are then for garbage collection); not when
+        an index of the image still lists it."""
+        async with self._write() as conn:
+            image_id = (
+                await conn.execute(
+                    select(images.c.id).where(
+                        images.c.repository_id == repository_id, images.c.name == image
+                    )
+                )
+            ).scalar_one_or_none()
+            if image_id is None:
+                return False
+            try:
+                await _refuse_if_referenced(conn, image_id, digest, by_index=True)
+            except StillReferenced:
+                return False
+            await conn.execute(
+                delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
+            )
+            result = await conn.execute(
+                delete(manifests).where(
+                    manifests.c.image_id == image_id, manifests.c.digest == digest
+                )
+            )
+            still_used = (
+                select(manifest_references.c.digest)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .where(manifests.c.image_id == image_id)
+            )
+            await conn.execute(
+                delete(image_blobs).where(
+                    image_blobs.c.image_id == image_id, image_blobs.c.digest.not_in(still_used)
+                )
+            )
+            return result.rowcount > 0
 
     # Pull statistics
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord, TagRecord
 from cargohold.db.store import AlreadyExists
 from cargohold.registry.errors import Conflict, InvalidInput, NotFound
+from cargohold.registry.policies import CleanupPolicy
 from cargohold.registry.prefixes import (
     PrefixClash,
     PrefixError,
@@ -117,6 +118,37 @@ class FlatRouting:
             )
         except PrefixError as error:
             raise InvalidInput(str(error)) from None
+
+
+def _lifecycle_values(
+    repository: RepositoryRecord,
+    cleanup_policy: CleanupPolicy | Unchanged | None,
+    cache_max_age_days: int | Unchanged | None,
+    cache_max_bytes: int | Unchanged | None,
+) -> dict[str, object]:
+    """The columns of the cleanup policy (hosted) and cache limits (proxy) to change."""
+    values: dict[str, object] = {}
+    if cleanup_policy is not UNCHANGED:
+        if cleanup_policy is not None and repository.is_proxy:
+            raise InvalidInput(
+                "cleanup policies are for hosted repositories; a proxy's cache is bounded by"
+                " cache_max_age_days and cache_max_bytes"
+            )
+        values["cleanup_policy"] = (
+            None if cleanup_policy is None else cleanup_policy.checked().to_json()
+        )
+    for column, limit in (
+        ("cache_max_age_days", cache_max_age_days),
+        ("cache_max_bytes", cache_max_bytes),
+    ):
+        if limit is UNCHANGED:
+            continue
+        if limit is not None and not repository.is_proxy:
+            raise InvalidInput(f"only a proxy repository has {column}")
+        if limit is not None and limit < 0:
+            raise InvalidInput(f"{column} must be zero or more")
+        values[column] = limit
+    return values
 
 
 class ProjectService:
@@ -255,11 +287,15 @@ class ProjectService:
         flat_alias_prefix: str | None = None,
         is_catch_all: bool | None = None,
         host_name: str | None = None,
+        cleanup_policy: CleanupPolicy | Unchanged | None = UNCHANGED,
+        cache_max_age_days: int | Unchanged | None = UNCHANGED,
+        cache_max_bytes: int | Unchanged | None = UNCHANGED,
     ) -> RepositoryRecord:
         """Change what is given; None leaves a setting as it is (an empty alias prefix or host
-        name removes it)."""
+        name removes it), except for the lifecycle settings, where None removes the setting
+        and UNCHANGED leaves it."""
         repository = await self.get_repository(project_name, name)
-        values: dict[str, object] = {}
+        values = _lifecycle_values(repository, cleanup_policy, cache_max_age_days, cache_max_bytes)
         if (flat_alias_prefix, is_catch_all, host_name) != (None, None, None):
             routing = FlatRouting(
                 repository.flat_alias_prefix if flat_alias_prefix is None else flat_alias_prefix,

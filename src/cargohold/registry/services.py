@@ -15,6 +15,7 @@ from cargohold.db.engine import create_engine_for
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
+from cargohold.registry.cleanup import CleanupService
 from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
@@ -42,6 +43,7 @@ class Services:
     proxy: ProxyService
     integrity: FsckService
     pulls: PullRecorder
+    cleanup: CleanupService
 
     async def close(self) -> None:
         # Pulls counted since the last write are kept, not lost with the process.
@@ -71,6 +73,12 @@ async def build_services(settings: Settings) -> Services:
         metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
+    pulls = PullRecorder(
+        metadata,
+        router,
+        flush_seconds=settings.pull_stats_flush_seconds,
+        max_pending=settings.pull_stats_max_pending,
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -98,10 +106,6 @@ async def build_services(settings: Settings) -> Services:
         integrity=FsckService(
             IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
-        pulls=PullRecorder(
-            metadata,
-            router,
-            flush_seconds=settings.pull_stats_flush_seconds,
-            max_pending=settings.pull_stats_max_pending,
-        ),
+        pulls=pulls,
+        cleanup=CleanupService(metadata, pulls),
     )

@@ -64,6 +64,9 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
         "host_name": None,
         "anonymous_read": False,
         "created_at": 1700000000,
+        "cleanup_policy": None,
+        "cache_max_age_days": None,
+        "cache_max_bytes": None,
     }
 
 

@@ -39,6 +39,7 @@ CONTRACT = {
     ("GET", "/repos/{project}/{name}"),
     ("PATCH", "/repos/{project}/{name}"),
     ("GET", "/repos/{project}/{name}/tags"),
+    ("POST", "/repos/{project}/{name}/cleanup"),
     ("GET", "/users"),
     ("POST", "/users"),
     ("GET", "/users/{name}"),

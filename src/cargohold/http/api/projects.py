@@ -7,6 +7,7 @@ change answers 403.
 from __future__ import annotations
 
 from cargohold.auth.management import (
+    cleans_repositories,
     is_system_admin,
     manages_project,
     sees_project,
@@ -15,6 +16,8 @@ from cargohold.auth.management import (
 from cargohold.db.metadata import ProjectRecord, RepositoryRecord
 from cargohold.http.api.errors import forbidden
 from cargohold.http.api.models import (
+    CleanupResult,
+    CleanupRun,
     Member,
     MemberRole,
     Project,
@@ -176,8 +179,22 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
         flat_alias_prefix=body.flat_alias_prefix,
         is_catch_all=body.is_catch_all,
         host_name=body.host_name,
+        **body.lifecycle(),
     )
     return Repository.of(repository)
+
+
+async def run_cleanup(call: Call, body: CleanupRun) -> CleanupResult:
+    repository = await _visible_repository(call, call.param("project"), call.param("name"))
+    if not cleans_repositories(call.standing, repository.project_id):
+        raise forbidden(
+            f"only administrators and maintainers of project {repository.project!r} may run"
+            " its cleanup"
+        )
+    report = await call.services.cleanup.run(
+        repository.project, repository.name, dry_run=body.dry_run
+    )
+    return CleanupResult.of(report)
 
 
 async def list_tags(call: Call) -> list[Tag]:
@@ -291,5 +308,15 @@ ROUTES: tuple[Route, ...] = (
         summary="List a repository's tags with their pull statistics",
         response=list[Tag],
         access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "POST",
+        "/repos/{project}/{name}/cleanup",
+        run_cleanup,
+        body=CleanupRun,
+        summary="Apply a repository's cleanup policy or cache limits, or report what they"
+        " would remove (system administrators, project administrators and maintainers)",
+        response=CleanupResult,
+        access=Access.USER,
     ),
 )
