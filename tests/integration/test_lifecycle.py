@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
+from tests.integration.clients import oci_image
 from tests.integration.oci_client import (
     EMPTY_JSON,
     OCI_EMPTY,
@@ -23,6 +25,8 @@ from tests.integration.oci_client import (
     sha256,
 )
 from tests.integration.server import Server
+from tests.integration.test_proxy import blob_rows, pull
+from tests.integration.upstream import FaultRelay, ReferenceRegistry
 
 API = "/api/v1"
 DAY = 86400.0
@@ -309,3 +313,77 @@ def test_the_dry_run_lists_exactly_what_the_real_run_then_deletes(tmp_path: Path
         assert again.status_code == 200 and again.json()["deleted_tags"] == []
     finally:
         server.stop()
+
+
+def set_manifest_pulled(server: Server, digest: str, pulled_days_ago: float) -> None:
+    with sqlite3.connect(server.data_dir / "cargohold.db") as db:
+        changed = db.execute(
+            "UPDATE manifests SET last_pulled_at = ? WHERE digest = ?",
+            (time.time() - pulled_days_ago * DAY, digest),
+        ).rowcount
+    assert changed == 1, digest
+
+
+def evicted(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["image"], e["digest"]) for e in report["evicted_manifests"]]
+
+
+@pytest.mark.clients  # the upstream is the reference registry, seeded with skopeo
+def test_a_proxy_cache_is_evicted_by_age_then_by_size_and_pulled_again(tmp_path: Path) -> None:
+    with ReferenceRegistry(tmp_path / "hub") as hub, FaultRelay(hub.url) as relay:
+        images = {
+            name: oci_image(tmp_path / "layouts" / name, "1", layers=1, layer_size=8192)
+            for name in ("old", "mid", "new")
+        }
+        for name, image in images.items():
+            hub.seed(image, f"lib/{name}")
+        server = Server(tmp_path / "data")
+        server.cli("project", "create", "px")
+        server.cli(
+            "repo", "create", "px", "cache", "--type", "proxy", "--remote-url", relay.url,
+            "--cache-ttl", "3600",
+        )  # fmt: skip
+        server.start(
+            env={
+                "CARGOHOLD_PULL_STATS_FLUSH_SECONDS": "0.2",
+                "CARGOHOLD_CLEANUP_POLICY_INTERVAL_SECONDS": "0",
+            }
+        )
+        try:
+            client = OciClient(server.url, server.admin_auth)
+            for name in images:
+                pull(client, f"px/cache/lib/{name}", "1")
+            eventually(
+                lambda: set(pull_counts(server, "px/cache").values()) == {1}, "pulls written"
+            )
+            for name, days in (("old", 40), ("mid", 10), ("new", 1)):
+                set_manifest_pulled(server, images[name].digest, days)
+
+            server.cli("repo", "update", "px", "cache", "--cache-max-age-days", "30")
+            dry = api(server, "POST", "/repos/px/cache/cleanup", {"dry_run": True})
+            assert evicted(dry) == [("lib/old", images["old"].digest)]
+            assert dry["evicted_manifests"][0]["reasons"][0].startswith("not pulled for 40.0 days")
+            real = json.loads(server.cli("cleanup", "px/cache", "--json").stdout)
+            assert evicted(real) == evicted(dry)
+            old_layer = images["old"].blobs[-1].digest
+            assert blob_rows(server, old_layer) == (1, 0)  # unlinked: the bytes are GC's
+            assert set(pull_counts(server, "px/cache")) == {"lib/mid:1", "lib/new:1"}
+
+            # By size: what `new` alone holds fits; `mid`, pulled less lately, goes.
+            new_bytes = images["new"].descriptor.size + sum(b.size for b in images["new"].blobs)
+            limit = ["--cache-max-bytes", str(new_bytes)]
+            server.cli("repo", "update", "px", "cache", "--cache-max-age-days", "none", *limit)
+            dry = api(server, "POST", "/repos/px/cache/cleanup", {"dry_run": True})
+            assert evicted(dry) == [("lib/mid", images["mid"].digest)]
+            assert evicted(api(server, "POST", "/repos/px/cache/cleanup", {})) == evicted(dry)
+            assert set(pull_counts(server, "px/cache")) == {"lib/new:1"}
+
+            # The next pull fetches from the upstream again.
+            relay.reset_counts()
+            again = pull(client, "px/cache/lib/old", "1")
+            assert again.digest == images["old"].digest
+            assert relay.count("GET", "/v2/lib/old/manifests/.*") == 1
+            assert relay.count("GET", f"/v2/lib/old/blobs/{old_layer}") == 1
+            assert blob_rows(server, old_layer) == (1, 1)
+        finally:
+            server.stop()
