@@ -242,9 +242,10 @@ async def _refuse_if_referenced(
         raise StillReferenced(by)
 
 
-def _hosted_content(project_ids: Collection[int] | None) -> Any:
+def _hosted_content(project_ids: Collection[int] | None, digest: str | None = None) -> Any:
     """(project id, digest, size) of every blob and manifest the projects' hosted images
-    hold, each once per project (UNION drops the duplicates)."""
+    hold (only those of `digest` when given), each once per project (UNION drops the
+    duplicates)."""
 
     def held(table: Any, size: Any, *joins: Any) -> Select[Any]:
         query = select(repositories.c.project_id, table.c.digest, size).select_from(table)
@@ -256,6 +257,8 @@ def _hosted_content(project_ids: Collection[int] | None) -> Any:
         query = query.where(repositories.c.kind == "hosted")
         if project_ids is not None:
             query = query.where(repositories.c.project_id.in_(project_ids))
+        if digest is not None:
+            query = query.where(table.c.digest == digest)
         return query
 
     blob_rows = held(image_blobs, blobs.c.size, (blobs, blobs.c.digest == image_blobs.c.digest))
@@ -284,8 +287,7 @@ async def _check_quota(
     if project.quota_bytes is None:
         return
     if digest is not None:
-        content = _hosted_content([project_id])
-        held = await conn.execute(select(content.c.digest).where(content.c.digest == digest))
+        held = await conn.execute(select(_hosted_content([project_id], digest)).limit(1))
         if held.first() is not None:
             return
     used = (await _usage(conn, [project_id])).get(project_id, 0)

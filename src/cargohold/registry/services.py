@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +26,8 @@ from cargohold.registry.router import NameRouter
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -47,7 +50,10 @@ class Services:
 
     async def close(self) -> None:
         # Pulls counted since the last write are kept, not lost with the process.
-        await self.pulls.flush()
+        try:
+            await self.pulls.flush()
+        except Exception:
+            log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
         await self.engine.dispose()
 
