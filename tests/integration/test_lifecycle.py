@@ -315,6 +315,8 @@ def test_the_dry_run_lists_exactly_what_the_real_run_then_deletes(server: Server
     untagged = client.get_manifest(f"{repository}/app", digests["app", "v2"])
     assert untagged.status_code == 200
     assert api(server, "POST", f"/repos/{repository}/cleanup", {})["deleted_tags"] == []
+    server.cli("repo", "update", "policies", "apps", "--no-cleanup")
+    assert api(server, "GET", f"/repos/{repository}")["cleanup_policy"] is None
 
 
 def test_policies_run_on_a_schedule(tmp_path: Path) -> None:

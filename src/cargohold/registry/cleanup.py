@@ -89,11 +89,7 @@ class CleanupService:
         ]
         if project is not None and not chosen:
             where = project if repository is None else f"{project}/{repository}"
-            raise NotFound(
-                f"{where} has no repositories"
-                if repository is None
-                else f"repository {where} does not exist"
-            )
+            raise NotFound(f"no repository matches {where!r}")
         # Decide on the pull statistics this process has counted too.
         await self._pulls.flush()
         report = CleanupReport(dry_run, self._clock())
@@ -108,7 +104,8 @@ class CleanupService:
         policy = CleanupPolicy.from_json(repository.cleanup_policy)
         if policy is None:
             return
-        report.repositories.append(repository.prefix.rstrip("/"))
+        name = repository.prefix.rstrip("/")
+        report.repositories.append(name)
         records = await self._metadata.tag_records(repository.id)
         deletions = tags_to_delete(policy, records, report.started_at)
         doomed = [(d.tag.image, d.tag.name, d.tag.digest) for d in deletions]
@@ -116,7 +113,7 @@ class CleanupService:
             doomed if report.dry_run else await self._metadata.delete_tags(repository.id, doomed)
         )
         report.deleted_tags.extend(
-            DeletedTag(report.repositories[-1], d.tag.image, d.tag.name, d.tag.digest, d.reasons)
+            DeletedTag(name, d.tag.image, d.tag.name, d.tag.digest, d.reasons)
             for d in deletions
             if (d.tag.image, d.tag.name, d.tag.digest) in deleted
         )
@@ -124,7 +121,8 @@ class CleanupService:
     async def _evict(self, repository: RepositoryRecord, report: CleanupReport) -> None:
         if (repository.cache_max_age_days, repository.cache_max_bytes) == (None, None):
             return
-        report.repositories.append(repository.prefix.rstrip("/"))
+        name = repository.prefix.rstrip("/")
+        report.repositories.append(name)
         evictions = manifests_to_evict(
             await self._metadata.cached_manifests(repository.id),
             max_age_days=repository.cache_max_age_days,
@@ -138,7 +136,7 @@ class CleanupService:
             ):
                 report.evicted_manifests.append(
                     EvictedManifest(
-                        report.repositories[-1],
+                        name,
                         manifest.image,
                         manifest.digest,
                         manifest.size,
