@@ -44,6 +44,7 @@ class PullRecorder:
         self._pending: dict[PullKey, PullCount] = {}
         self._full = asyncio.Event()
         self.dropped = 0
+        self._dropped_reported = 0
 
     async def record(self, target: Target, reference: str, digest: str) -> None:
         """Count a pull of `target` by `reference` (a tag or a digest) that got `digest`."""
@@ -71,14 +72,22 @@ class PullRecorder:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write what waits; on failure it waits again for the next flush."""
+        """Write what waits; on failure (or when cancelled) it waits for the next flush."""
+        if self.dropped > self._dropped_reported:
+            log.warning(
+                "%d pulls were not counted: more than %d tags and manifests were pulled"
+                " between two writes (pull_stats_max_pending)",
+                self.dropped - self._dropped_reported,
+                self._max_pending,
+            )
+            self._dropped_reported = self.dropped
         batch, self._pending = list(self._pending.values()), {}
         self._full.clear()
         if not batch:
             return 0
         try:
             await self._metadata.record_pulls(batch)
-        except Exception:
+        except BaseException:  # also cancelled at shutdown: the final flush writes them
             for pulls in batch:
                 self.add(pulls)
             raise
