@@ -30,7 +30,6 @@ from cargohold.auth.principals import ROBOT_PREFIX, ROLES
 from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
-from cargohold.registry.cleanup import CleanupReport
 from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.integrity import FsckReport, human_size
 from cargohold.registry.policies import CleanupPolicy
@@ -445,28 +444,10 @@ async def fsck(services: Services, args: argparse.Namespace) -> int:
 # Cleanup
 
 
-def _cleanup_summary(report: CleanupReport) -> list[str]:
-    """The report for people, one removal a line."""
-    verb = "would delete" if report.dry_run else "deleted"
-    lines = [
-        f"{verb} {deleted.repository}/{deleted.image}:{deleted.tag} ({deleted.digest}):"
-        f" {'; '.join(deleted.reasons)}"
-        for deleted in report.deleted_tags
-    ]
-    verb = "would evict" if report.dry_run else "evicted"
-    lines += [
-        f"{verb} {evicted.repository}/{evicted.image}@{evicted.digest}"
-        f" ({human_size(evicted.size)}): {'; '.join(evicted.reasons)}"
-        for evicted in report.evicted_manifests
-    ]
-    lines.append(report.summary())
-    return lines
-
-
 async def cleanup(services: Services, args: argparse.Namespace) -> None:
     project, _, repository = (args.scope or "").partition("/")
     report = await services.cleanup.run(project or None, repository or None, dry_run=args.dry_run)
-    for line in _cleanup_summary(report):
+    for line in report.lines():
         _say(line)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -329,6 +329,7 @@ def test_policies_run_on_a_schedule(tmp_path: Path) -> None:
         client.push_image(f"{repository}/app", tag="new")
         api(scheduled, "PATCH", f"/repos/{repository}", {"cleanup_policy": {"keep_last": 1}})
         eventually(lambda: client.tags(f"{repository}/app") == ["new"], "old deleted")
+        assert "deleted team/apps/app:old (sha256:" in scheduled.log()
         assert "cleanup of 1 repositories deleted 1 tags" in scheduled.log()
     finally:
         scheduled.stop()

@@ -21,6 +21,7 @@ from typing import Any
 
 from cargohold.db.metadata import MetadataStore, RepositoryRecord
 from cargohold.registry.errors import NotFound
+from cargohold.registry.integrity import human_size
 from cargohold.registry.policies import CleanupPolicy, manifests_to_evict, tags_to_delete
 from cargohold.registry.pulls import PullRecorder
 
@@ -63,6 +64,23 @@ class CleanupReport:
             f" {len(self.deleted_tags)} tags and {'would evict' if self.dry_run else 'evicted'}"
             f" {len(self.evicted_manifests)} cached manifests"
         )
+
+    def lines(self) -> list[str]:
+        """The report for people: one removal a line, then the summary."""
+        verb = "would delete" if self.dry_run else "deleted"
+        lines = [
+            f"{verb} {deleted.repository}/{deleted.image}:{deleted.tag} ({deleted.digest}):"
+            f" {'; '.join(deleted.reasons)}"
+            for deleted in self.deleted_tags
+        ]
+        verb = "would evict" if self.dry_run else "evicted"
+        lines += [
+            f"{verb} {evicted.repository}/{evicted.image}@{evicted.digest}"
+            f" ({human_size(evicted.size)}): {'; '.join(evicted.reasons)}"
+            for evicted in self.evicted_manifests
+        ]
+        lines.append(self.summary())
+        return lines
 
 
 class CleanupService:
@@ -153,4 +171,5 @@ class CleanupService:
             except Exception:
                 log.exception("scheduled cleanup failed; trying again at the next interval")
                 continue
-            log.info("%s", report.summary())
+            for line in report.lines():
+                log.info("%s", line)
