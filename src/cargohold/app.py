@@ -38,12 +38,19 @@ def create_app(settings: Settings) -> web.Application:
         if generated is not None:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
-        sweeper = asyncio.create_task(_sweep(app[SERVICES], settings.cleanup_interval_seconds))
+        background = [
+            asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds)),
+            asyncio.create_task(services.pulls.run()),
+        ]
+        if settings.cleanup_policy_interval_seconds:
+            interval = settings.cleanup_policy_interval_seconds
+            background.append(asyncio.create_task(services.cleanup.run_every(interval)))
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
-        await app[SERVICES].close()
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await services.close()
 
     app.cleanup_ctx.append(lifecycle)
     token.add_routes(app)

@@ -8,6 +8,7 @@ from pathlib import Path
 from cargohold.db.metadata import MetadataStore, StillReferenced
 from cargohold.oci.digest import Digest
 from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.registry.quotas import quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -51,7 +52,10 @@ class BlobService:
             return None
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
-        await self._metadata.link_blob(image_id, digest, size)
+        with quota_denials("blob"):
+            await self._metadata.link_blob(
+                image_id, digest, size, quota_project=target.repository.project_id
+            )
         return digest
 
     async def delete(self, target: Target, reference: str) -> None:

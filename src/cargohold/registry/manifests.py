@@ -15,6 +15,7 @@ from cargohold.oci.mediatypes import is_acceptable
 from cargohold.oci.names import parse_reference, validate_tag
 from cargohold.registry.cache import ContentCache
 from cargohold.registry.prefixes import PrefixTable
+from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -138,7 +139,8 @@ class ManifestService:
                 f" {', '.join(missing)}; push it first",
                 detail={"missing": missing},
             )
-        await self._keep(image_id, new, body, tag_names, checked_upstream=False)
+        await check_room(self._metadata, target, digest, len(body), "manifest")
+        await self._keep(image_id, new, body, tag_names, quota_project=target.repository.project_id)
         return StoredManifest(digest, new.subject_digest, tuple(tag_names))
 
     async def cache(
@@ -159,14 +161,21 @@ class ManifestService:
         body: bytes,
         tag_names: Sequence[str],
         *,
-        checked_upstream: bool,
+        checked_upstream: bool = False,
+        quota_project: int | None = None,
     ) -> None:
+        """Store a manifest; `quota_project` is checked in the transaction that links it."""
         # The bytes first: a row is never visible before what it describes.
         await self._blob_store.put_bytes(new.digest, body)
         self._cache.put(new.digest, body)
-        await self._metadata.put_manifest(
-            image_id, new, tag_names, checked_upstream=checked_upstream
-        )
+        with quota_denials("manifest"):
+            await self._metadata.put_manifest(
+                image_id,
+                new,
+                tag_names,
+                checked_upstream=checked_upstream,
+                quota_project=quota_project,
+            )
 
     async def delete(self, target: Target, reference: str) -> None:
         require_hosted(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from cargohold.auth.accounts import AccountService
@@ -13,13 +14,17 @@ from cargohold.db.engine import Database
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
+from cargohold.registry.cleanup import CleanupService
 from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
+from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +43,15 @@ class Services:
     manifests: ManifestService
     proxy: ProxyService
     integrity: FsckService
+    pulls: PullRecorder
+    cleanup: CleanupService
 
     async def close(self) -> None:
+        # Pulls counted since the last write are kept, not lost with the process.
+        try:
+            await self.pulls.flush()
+        except Exception:
+            log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
         await self.database.dispose()
 
@@ -65,6 +77,12 @@ async def build_services(settings: Settings) -> Services:
         metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
+    pulls = PullRecorder(
+        metadata,
+        router,
+        flush_seconds=settings.pull_stats_flush_seconds,
+        max_pending=settings.pull_stats_max_pending,
+    )
     return Services(
         settings=settings,
         database=database,
@@ -92,4 +110,6 @@ async def build_services(settings: Settings) -> Services:
         integrity=FsckService(
             IntegrityStore(database), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
+        pulls=pulls,
+        cleanup=CleanupService(metadata, pulls),
     )

@@ -20,6 +20,7 @@ from cargohold.db.metadata import MetadataStore, UploadRecord
 from cargohold.oci.digest import Digest, new_hasher
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.ranges import ChunkRange, upload_range_header
+from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -106,17 +107,20 @@ class UploadService:
     ) -> UploadStatus:
         async with self._lock(upload_id):
             record, received = await self._session(target, upload_id)
-            received = await self._append(record, received, body, chunk, content_length)
+            received = await self._append(target, record, received, body, chunk, content_length)
             return UploadStatus(upload_id, received)
 
     async def _append(
         self,
+        target: Target,
         record: UploadRecord,
         received: int,
         body: AsyncIterable[bytes],
         chunk: ChunkRange | None,
         content_length: int | None,
+        digest: str | None = None,
     ) -> int:
+        """Store a chunk; `digest` is the blob's, when the request names it."""
         if chunk is not None:
             if chunk.start != received:
                 raise RegistryError(
@@ -133,6 +137,10 @@ class UploadService:
                     f" {chunk.start}-{chunk.end}",
                 )
             body = _at_most(body, chunk.length)
+        declared = chunk.length if chunk is not None else content_length
+        if declared:
+            # Refused before a byte is stored.
+            await check_room(self._metadata, target, digest, received + declared)
         running = self._hashes.get(record.id)
         if running is not None and running.offset != received:
             running = None
@@ -164,7 +172,9 @@ class UploadService:
         async with self._lock(upload_id):
             record, received = await self._session(target, upload_id)
             if body is not None:
-                received = await self._append(record, received, body, chunk, content_length)
+                received = await self._append(
+                    target, record, received, body, chunk, content_length, str(expected)
+                )
             actual = await self._digest(record, received, expected.algorithm)
             if actual != str(expected):
                 await self._drop(upload_id)
@@ -174,9 +184,24 @@ class UploadService:
                     " the upload was discarded",
                     detail={"expected": str(expected), "actual": actual},
                 )
+            try:
+                await check_room(self._metadata, target, actual, received)
+            except RegistryError:
+                await self._drop(upload_id)
+                raise
             await self._store.commit_upload(upload_id, actual)
-            await self._metadata.link_blob(record.image_id, actual, received)
-            await self._drop(upload_id)
+            try:
+                # Checked again in the link's transaction, so that concurrent pushes never
+                # overshoot; a refusal here leaves stored bytes that collection removes.
+                with quota_denials("blob"):
+                    await self._metadata.link_blob(
+                        record.image_id,
+                        actual,
+                        received,
+                        quota_project=target.repository.project_id,
+                    )
+            finally:
+                await self._drop(upload_id)
         self._locks.pop(upload_id, None)
         return actual
 
