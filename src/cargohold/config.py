@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
 from cargohold.db.engine import sqlite_url
 
@@ -47,6 +47,10 @@ class Settings(BaseModel):
         default=("registry-1.docker.io", "docker.io", "index.docker.io", "registry.hub.docker.com"),
         description="upstream hosts treated as Docker Hub (one-segment names get library/)",
     )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        default=(),
+        description="load balancers (addresses or networks) whose X-Forwarded-For names the client",
+    )
     proxy_timeout_seconds: float = Field(default=20.0, gt=0)
     proxy_not_found_seconds: float = Field(default=30.0, ge=0)
     cleanup_policy_interval_seconds: int = Field(
@@ -66,7 +70,7 @@ class Settings(BaseModel):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("docker_hub_hosts", mode="before")
+    @field_validator("docker_hub_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return (

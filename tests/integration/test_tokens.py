@@ -875,6 +875,78 @@ def test_throttled_per_address(strict: Server) -> None:
     expect(_ping_as(strict, elsewhere, "u3", PASSWORD), 200)
 
 
+BALANCER = "127.0.0.20"
+
+
+@pytest.fixture(scope="module")
+def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A throttling server behind a load balancer at 127.0.0.20, with user u1."""
+    server = Server(tmp_path_factory.mktemp("balanced") / "data")
+    server.start(
+        env={
+            "CARGOHOLD_LOGIN_FAILURE_LIMIT": str(LIMIT),
+            "CARGOHOLD_LOGIN_FAILURE_WINDOW_SECONDS": str(WINDOW),
+            "CARGOHOLD_TRUSTED_PROXIES": BALANCER,
+        }
+    )
+    try:
+        create_user(server, "u1", PASSWORD)
+        yield server
+    finally:
+        server.stop()
+
+
+def _spray(server: Server, session: requests.Session, forwarded_for: str | None) -> None:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    for index in range(LIMIT):
+        response = session.get(
+            server.url + "/v2/", auth=(f"nobody{index}", "guess"), headers=headers, timeout=30
+        )
+        expect(response, 401, "UNAUTHORIZED")
+
+
+def test_behind_a_trusted_balancer_each_forwarded_client_is_throttled_alone(
+    balanced: Server,
+) -> None:
+    balancer = _from(BALANCER)
+
+    def sign_in(forwarded_for: str) -> requests.Response:
+        return balancer.get(
+            balanced.url + "/v2/",
+            auth=("u1", PASSWORD),
+            headers={"X-Forwarded-For": forwarded_for},
+            timeout=30,
+        )
+
+    _spray(balanced, balancer, "198.51.100.7")
+    _expect_throttled(sign_in("198.51.100.7"))
+    # What the client wrote left of the balancer's entry does not get it out.
+    _expect_throttled(sign_in("203.0.113.1, 198.51.100.7"))
+    # Another client behind the same balancer is not throttled with it.
+    expect(sign_in("198.51.100.8"), 200)
+
+
+def test_from_an_untrusted_peer_x_forwarded_for_is_ignored(balanced: Server) -> None:
+    """A client that is not the balancer cannot pick the address it is throttled under."""
+    direct = _from("127.0.0.21")
+    _spray(balanced, direct, "198.51.100.9")
+    response = direct.get(
+        balanced.url + "/v2/",
+        auth=("u1", PASSWORD),
+        headers={"X-Forwarded-For": "198.51.100.10"},
+        timeout=30,
+    )
+    _expect_throttled(response)
+    # The address it named was never throttled: through the balancer it signs in.
+    forwarded = {"X-Forwarded-For": "198.51.100.9"}
+    expect(
+        _from(BALANCER).get(
+            balanced.url + "/v2/", auth=("u1", PASSWORD), headers=forwarded, timeout=30
+        ),
+        200,
+    )
+
+
 def test_a_right_guess_looks_like_a_wrong_one_once_throttled(strict: Server) -> None:
     """The account's owner signed in a moment ago (the server remembers that sign-in); the
     attacker's right guess after the limit must get the same 429 as the wrong ones."""

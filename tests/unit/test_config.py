@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,13 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "environ",
-    [{"CARGOHOLD_PORT": "not a number"}, {"CARGOHOLD_PORT": "70000"}, {"CARGOHOLD_FSYNC": "maybe"}],
+    [
+        {"CARGOHOLD_PORT": "not a number"},
+        {"CARGOHOLD_PORT": "70000"},
+        {"CARGOHOLD_FSYNC": "maybe"},
+        {"CARGOHOLD_TRUSTED_PROXIES": "lb.internal"},
+        {"CARGOHOLD_TRUSTED_PROXIES": "10.0.0.0/33"},
+    ],
 )
 def test_bad_values_are_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
@@ -43,3 +50,13 @@ def test_unknown_settings_in_a_file_are_refused(tmp_path: Path) -> None:
     config.write_text("prot = 6000\n")
     with pytest.raises(ValidationError, match="prot"):
         load_settings(config, environ={})
+
+
+def test_trusted_proxies_from_a_list_or_a_comma_separated_variable(tmp_path: Path) -> None:
+    config = tmp_path / "cargohold.toml"
+    config.write_text('trusted_proxies = ["10.0.0.0/8", "fd00::1"]\n')
+    from_file = load_settings(config, environ={})
+    from_environment = load_settings(environ={"CARGOHOLD_TRUSTED_PROXIES": "10.0.0.0/8, fd00::1"})
+    expected = (ip_network("10.0.0.0/8"), ip_network("fd00::1/128"))
+    assert from_file.trusted_proxies == from_environment.trusted_proxies == expected
+    assert load_settings(environ={}).trusted_proxies == ()

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cargohold.auth.principals import ANONYMOUS
 from cargohold.auth.service import AccessDenied, Caller, TooManyAttempts, challenge_actions
+from cargohold.http.client_address import client_address
 from cargohold.http.context import services
 from cargohold.oci.auth import Scope, bearer_challenge
 from cargohold.oci.errors import ErrorCode, RegistryError
@@ -67,7 +68,7 @@ def throttled(error: TooManyAttempts) -> RegistryError:
 
 async def caller(request: web.Request, *, allow_expired: bool = False) -> Caller:
     return await services(request).auth.authenticate(
-        request.headers.get("Authorization"), request.remote or "", allow_expired=allow_expired
+        request.headers.get("Authorization"), client_address(request), allow_expired=allow_expired
     )
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from cargohold.auth.principals import ANONYMOUS, Principal
 from cargohold.auth.service import AccessDenied, BadCredentials, TokenGrant
+from cargohold.http.client_address import client_address
 from cargohold.http.context import services
 from cargohold.oci.auth import (
     BasicCredentials,
@@ -42,7 +43,7 @@ def _check_service(request: web.Request, service: str | None) -> str:
 
 async def _sign_in(request: web.Request, username: str, password: str) -> Principal:
     try:
-        return await services(request).auth.login(username, password, request.remote or "")
+        return await services(request).auth.login(username, password, client_address(request))
     except BadCredentials as error:
         raise AccessDenied("unauthenticated", str(error)) from None
 
