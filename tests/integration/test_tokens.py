@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -796,22 +797,29 @@ LIMIT = 3
 WINDOW = 300
 
 
-@pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that throttles after 3 failed sign-ins, with users u1 to u9."""
-    server = Server(tmp_path_factory.mktemp("throttled") / "data")
+def _throttling_server(
+    folder: Path, users: int, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A server that throttles after 3 failed sign-ins, with users u1 to u<users>."""
+    server = Server(folder / "data")
     server.start(
         env={
             "CARGOHOLD_LOGIN_FAILURE_LIMIT": str(LIMIT),
             "CARGOHOLD_LOGIN_FAILURE_WINDOW_SECONDS": str(WINDOW),
+            **(extra_env or {}),
         }
     )
     try:
-        for index in range(1, 10):
+        for index in range(1, users + 1):
             create_user(server, f"u{index}", PASSWORD)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _throttling_server(tmp_path_factory.mktemp("throttled"), users=9)
 
 
 def _ping_as(
@@ -881,19 +889,11 @@ BALANCER = "127.0.0.20"
 @pytest.fixture(scope="module")
 def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A throttling server behind a load balancer at 127.0.0.20, with user u1."""
-    server = Server(tmp_path_factory.mktemp("balanced") / "data")
-    server.start(
-        env={
-            "CARGOHOLD_LOGIN_FAILURE_LIMIT": str(LIMIT),
-            "CARGOHOLD_LOGIN_FAILURE_WINDOW_SECONDS": str(WINDOW),
-            "CARGOHOLD_TRUSTED_PROXIES": BALANCER,
-        }
+    yield from _throttling_server(
+        tmp_path_factory.mktemp("balanced"),
+        users=1,
+        extra_env={"CARGOHOLD_TRUSTED_PROXIES": BALANCER},
     )
-    try:
-        create_user(server, "u1", PASSWORD)
-        yield server
-    finally:
-        server.stop()
 
 
 def _spray(server: Server, session: requests.Session, forwarded_for: str | None) -> None:
