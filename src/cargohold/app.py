@@ -29,6 +29,23 @@ async def _sweep(services: Services, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _collect_garbage(services: Services, interval: float) -> None:
+    """Scheduled garbage collection: each worker wakes up once an interval; the lease in
+    the database lets one of them, on one node, collect."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await services.gc.run_if_due(interval)
+        except Exception:
+            log.exception("garbage collection failed; trying again at the next interval")
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
 
@@ -38,12 +55,15 @@ def create_app(settings: Settings) -> web.Application:
         if generated is not None:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
-        sweeper = asyncio.create_task(_sweep(app[SERVICES], settings.cleanup_interval_seconds))
+        background = [asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds))]
+        if settings.gc_interval_seconds:
+            background.append(
+                asyncio.create_task(_collect_garbage(services, settings.gc_interval_seconds))
+            )
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
-        await app[SERVICES].close()
+        for task in background:
+            await _stop(task)
+        await services.close()
 
     app.cleanup_ctx.append(lifecycle)
     token.add_routes(app)

@@ -26,7 +26,15 @@ from cargohold.db.schema import (
     tags,
     uploads,
 )
-from cargohold.db.store import AlreadyExists, Store
+from cargohold.db.store import AlreadyExists, Store, dialect_insert
+
+
+class MissingReferences(Exception):
+    """A manifest points to content its image does not hold: the digests, in `missing`."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = list(missing)
 
 
 class StillReferenced(Exception):
@@ -63,6 +71,7 @@ class RepositoryRecord:
     flat_alias_prefix: str | None = None
     is_catch_all: bool = False
     host_name: str | None = None
+    untagged_manifests: str = "keep"
 
     @property
     def is_proxy(self) -> bool:
@@ -123,6 +132,7 @@ _REPOSITORY_COLUMNS = (
     repositories.c.flat_alias_prefix,
     repositories.c.is_catch_all,
     repositories.c.host_name,
+    repositories.c.untagged_manifests,
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -161,6 +171,56 @@ async def _refuse_if_referenced(
     by = list(users.scalars())
     if by:
         raise StillReferenced(by)
+
+
+async def _link(conn: AsyncConnection, image_id: int, digest: str, now: float) -> None:
+    await conn.execute(
+        dialect_insert(conn, image_blobs)
+        .values(image_id=image_id, digest=digest, created_at=now)
+        .on_conflict_do_update(
+            index_elements=[image_blobs.c.image_id, image_blobs.c.digest],
+            set_={"created_at": now},
+        )
+    )
+
+
+async def _describes(conn: AsyncConnection, digest: str) -> bool:
+    for query in (
+        select(blobs.c.digest).where(blobs.c.digest == digest),
+        select(manifests.c.id).where(manifests.c.digest == digest).limit(1),
+    ):
+        if (await conn.execute(query)).first() is not None:
+            return True
+    return False
+
+
+async def _missing_references(
+    conn: AsyncConnection,
+    image_id: int,
+    blob_digests: Iterable[str],
+    child_digests: Iterable[str],
+) -> list[str]:
+    """The digests among those given that the image holds neither as blob nor manifest."""
+    wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
+    have_blobs = set(
+        (
+            await conn.execute(
+                select(image_blobs.c.digest).where(
+                    image_blobs.c.image_id == image_id, image_blobs.c.digest.in_(wanted_blobs)
+                )
+            )
+        ).scalars()
+    )
+    have_children = set(
+        (
+            await conn.execute(
+                select(manifests.c.digest).where(
+                    manifests.c.image_id == image_id, manifests.c.digest.in_(wanted_children)
+                )
+            )
+        ).scalars()
+    )
+    return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
 
 
 class MetadataStore(Store):
@@ -316,14 +376,33 @@ class MetadataStore(Store):
             return (await conn.execute(query)).scalar_one_or_none()
 
     async def link_blob(self, image_id: int, digest: str, size: int) -> None:
+        """Record a blob stored (the caller holds its content lock) and readable through the
+        image; linking it again starts the link's grace period again."""
         now = time.time()
         async with self._write() as conn:
             await self._insert_ignoring_duplicates(
                 conn, blobs, [{"digest": digest, "size": size, "created_at": now}]
             )
-            await self._insert_ignoring_duplicates(
-                conn, image_blobs, [{"image_id": image_id, "digest": digest, "created_at": now}]
+            await _link(conn, image_id, digest, now)
+
+    async def mount_blob(self, source_image_id: int, image_id: int, digest: str) -> bool:
+        """Link a blob of the source image to another, if the source still holds it: in one
+        transaction, so that garbage collection cannot remove the blob in between."""
+        async with self._write() as conn:
+            held = await conn.execute(
+                select(image_blobs.c.digest).where(
+                    image_blobs.c.image_id == source_image_id, image_blobs.c.digest == digest
+                )
             )
+            if held.first() is None:
+                return False
+            await _link(conn, image_id, digest, time.time())
+            return True
+
+    async def describes(self, digest: str) -> bool:
+        """Whether a blob row or a manifest row (of any image) needs the stored `digest`."""
+        async with self._read() as conn:
+            return await _describes(conn, digest)
 
     async def unlink_blob(self, image_id: int, digest: str) -> bool:
         """Remove a blob from an image, unless a manifest of that image still uses it."""
@@ -374,34 +453,6 @@ class MetadataStore(Store):
                 .values(checked_at=time.time())
             )
 
-    async def missing_references(
-        self, image_id: int, blob_digests: Iterable[str], child_digests: Iterable[str]
-    ) -> list[str]:
-        """The digests among those given that the image holds neither as blob nor manifest."""
-        wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
-        async with self._read() as conn:
-            have_blobs = set(
-                (
-                    await conn.execute(
-                        select(image_blobs.c.digest).where(
-                            image_blobs.c.image_id == image_id,
-                            image_blobs.c.digest.in_(wanted_blobs),
-                        )
-                    )
-                ).scalars()
-            )
-            have_children = set(
-                (
-                    await conn.execute(
-                        select(manifests.c.digest).where(
-                            manifests.c.image_id == image_id,
-                            manifests.c.digest.in_(wanted_children),
-                        )
-                    )
-                ).scalars()
-            )
-        return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
-
     async def put_manifest(
         self,
         image_id: int,
@@ -409,12 +460,23 @@ class MetadataStore(Store):
         tag_names: Sequence[str],
         *,
         checked_upstream: bool = False,
+        require_references: bool = True,
     ) -> None:
         """Store a manifest and point the tags at it; `checked_upstream` marks the tags as
-        just confirmed by a proxy's upstream."""
+        just confirmed by a proxy's upstream. With `require_references`, raise
+        MissingReferences when the image lacks content the manifest points to: checked in
+        the same write transaction as the insert, so that garbage collection (which deletes
+        only what no manifest uses, in write transactions too) cannot remove it in between.
+        """
         now = time.time()
         checked_at = now if checked_upstream else None
         async with self._write() as conn:
+            if require_references:
+                missing = await _missing_references(
+                    conn, image_id, new.blob_digests, new.child_digests
+                )
+                if missing:
+                    raise MissingReferences(missing)
             await self._insert_ignoring_duplicates(
                 conn,
                 manifests,

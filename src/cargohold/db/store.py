@@ -13,6 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cargohold.db.engine import WRITE
 
 
+def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT with the engine's ON CONFLICT clauses (SQLite and PostgreSQL share them)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 class AlreadyExists(Exception):
     """A row with the same unique name exists."""
 
@@ -39,8 +45,7 @@ class Store:
     ) -> None:
         if not rows:
             return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
+        await conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(), list(rows))
 
     async def ping(self) -> None:
         """Raises when the database does not answer."""

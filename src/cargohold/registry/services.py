@@ -12,14 +12,18 @@ from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import create_engine_for
+from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
+from cargohold.registry.content import StoredContent
+from cargohold.registry.gc import GarbageCollector
 from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
 from cargohold.registry.router import NameRouter
+from cargohold.registry.singleflight import SingleFlight
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
@@ -40,6 +44,7 @@ class Services:
     manifests: ManifestService
     proxy: ProxyService
     integrity: FsckService
+    gc: GarbageCollector
 
     async def close(self) -> None:
         await self.proxy.close()
@@ -52,6 +57,7 @@ async def build_services(settings: Settings) -> Services:
     accounts = AccountStore(engine)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
+    content = StoredContent(metadata, store, SingleFlight(settings.lock_dir))
     issuer = await TokenIssuer.load(
         accounts, issuer=settings.token_issuer, ttl_seconds=settings.token_ttl_seconds
     )
@@ -64,7 +70,7 @@ async def build_services(settings: Settings) -> Services:
         failure_window_seconds=settings.login_failure_window_seconds,
     )
     manifests = ManifestService(
-        metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
+        metadata, store, router, content, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
     return Services(
@@ -78,7 +84,9 @@ async def build_services(settings: Settings) -> Services:
         accounts_admin=AccountService(accounts, metadata, auth),
         projects=ProjectService(metadata, router),
         blobs=blobs,
-        uploads=UploadService(metadata, store, router, ttl_seconds=settings.upload_ttl_seconds),
+        uploads=UploadService(
+            metadata, store, router, content, ttl_seconds=settings.upload_ttl_seconds
+        ),
         manifests=manifests,
         proxy=ProxyService(
             metadata,
@@ -86,12 +94,15 @@ async def build_services(settings: Settings) -> Services:
             router,
             manifests,
             blobs,
-            lock_dir=settings.data_dir / "locks",
+            lock_dir=settings.lock_dir,
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
             docker_hub_hosts=settings.docker_hub_hosts,
         ),
         integrity=FsckService(
             IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
+        ),
+        gc=GarbageCollector(
+            GcStore(engine), store, content, grace_seconds=settings.gc_grace_seconds
         ),
     )

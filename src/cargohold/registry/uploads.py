@@ -20,6 +20,7 @@ from cargohold.db.metadata import MetadataStore, UploadRecord
 from cargohold.oci.digest import Digest, new_hasher
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.ranges import ChunkRange, upload_range_header
+from cargohold.registry.content import StoredContent
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -52,11 +53,13 @@ class UploadService:
         metadata: MetadataStore,
         store: BlobStore,
         router: NameRouter,
+        content: StoredContent,
         *,
         ttl_seconds: float,
     ) -> None:
         self._metadata = metadata
         self._store = store
+        self._content = content
         self._router = router
         self._ttl = ttl_seconds
         self._hashes: dict[str, _RunningHash] = {}
@@ -174,8 +177,9 @@ class UploadService:
                     " the upload was discarded",
                     detail={"expected": str(expected), "actual": actual},
                 )
-            await self._store.commit_upload(upload_id, actual)
-            await self._metadata.link_blob(record.image_id, actual, received)
+            async with self._content.hold(actual):
+                await self._store.commit_upload(upload_id, actual)
+                await self._metadata.link_blob(record.image_id, actual, received)
             await self._drop(upload_id)
         self._locks.pop(upload_id, None)
         return actual

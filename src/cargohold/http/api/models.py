@@ -19,6 +19,10 @@ Action = Literal["pull", "push", "delete"]
 Role = Literal["reader", "developer", "maintainer", "admin"]
 RepositoryType = Literal["hosted", "proxy"]
 Format = Literal["docker"]
+UntaggedManifests = Literal["keep", "delete"]
+UNTAGGED_MANIFESTS_HELP = (
+    "what garbage collection does with manifests that no tag, index or referrer needs"
+)
 MAX_DESCRIPTION_LENGTH = 500
 
 
@@ -84,6 +88,7 @@ class Repository(ResponseBody):
     is_catch_all: bool
     host_name: str | None
     anonymous_read: bool
+    untagged_manifests: str
     created_at: int
 
     @classmethod
@@ -100,6 +105,7 @@ class Repository(ResponseBody):
             is_catch_all=record.is_catch_all,
             host_name=record.host_name,
             anonymous_read=record.anonymous_read,
+            untagged_manifests=record.untagged_manifests,
             created_at=int(record.created_at),
         )
 
@@ -133,6 +139,9 @@ class RepositoryCreate(RequestBody):
         default=None, description="a host name whose every name goes to this repository"
     )
     anonymous_read: bool = False
+    untagged_manifests: UntaggedManifests = Field(
+        default="keep", description=UNTAGGED_MANIFESTS_HELP
+    )
 
 
 class RepositoryUpdate(RequestBody):
@@ -144,6 +153,9 @@ class RepositoryUpdate(RequestBody):
     flat_alias_prefix: str | None = Field(default=None, description="'' removes the alias")
     is_catch_all: bool | None = None
     host_name: str | None = Field(default=None, description="'' removes the host name")
+    untagged_manifests: UntaggedManifests | None = Field(
+        default=None, description=UNTAGGED_MANIFESTS_HELP
+    )
 
 
 # Project members
@@ -284,3 +296,34 @@ class RobotUpdate(RequestBody):
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
     disabled: bool | None = None
     grants: list[Grant] | None = Field(default=None, description="replaces every grant")
+
+
+# Garbage collection
+
+
+class GcRequest(RequestBody):
+    dry_run: bool = Field(default=False, description="report what would go, delete nothing")
+
+
+class GcManifest(ResponseBody):
+    image: str = Field(description="`project/repository/image`")
+    digest: str
+    size: int
+
+
+class GcBlob(ResponseBody):
+    digest: str
+    size: int
+
+
+class GcReport(ResponseBody):
+    """What a garbage collection removed, or with `dry_run` would remove."""
+
+    dry_run: bool
+    grace_seconds: float
+    manifests: list[GcManifest]
+    links: int = Field(description="links of images to blobs that no manifest of theirs uses")
+    blobs: list[GcBlob]
+    files: int = Field(description="stored files deleted (blobs and manifest bytes)")
+    bytes_freed: int
+    seconds: float
