@@ -158,7 +158,9 @@ class GcStore(Store):
         untagged = exists().where(
             manifests.c.image_id == images.c.id,
             manifests.c.created_at < cutoff,
-            ~exists().where(tags.c.image_id == images.c.id, tags.c.digest == manifests.c.digest),
+            ~exists().where(
+                tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest
+            ),
         )
         query = (
             select(images.c.id)

@@ -35,6 +35,7 @@ class Services:
     metadata: MetadataStore
     accounts: AccountStore
     store: BlobStore
+    content: StoredContent
     router: NameRouter
     auth: AuthService
     accounts_admin: AccountService
@@ -79,6 +80,7 @@ async def build_services(settings: Settings) -> Services:
         metadata=metadata,
         accounts=accounts,
         store=store,
+        content=content,
         router=router,
         auth=auth,
         accounts_admin=AccountService(accounts, metadata, auth),
