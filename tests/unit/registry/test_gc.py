@@ -70,8 +70,7 @@ async def push_index(services: Services, name: str, tag: str, children: list[Pus
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [
-                {"mediaType": OCI_MANIFEST, "digest": child.digest, "size": 1}
-                for child in children
+                {"mediaType": OCI_MANIFEST, "digest": child.digest, "size": 1} for child in children
             ],
         }
     ).encode()
@@ -198,7 +197,8 @@ def test_the_grace_period_protects_recent_uploads_and_manifests(tmp_path: Path) 
     async def scenario(services: Services) -> None:
         await with_pruned_repository(services)
         target = await services.router.resolve(KEEP)
-        lone = await push_blob(services, target, os.urandom(300))  # no manifest uses it yet
+        lone_bytes = os.urandom(300)
+        lone = await push_blob(services, target, lone_bytes)  # no manifest uses it yet
         untagged = await push(services, PRUNED, None, [os.urandom(100)])
 
         patient = collector(services, grace_seconds=3600)
@@ -210,7 +210,7 @@ def test_the_grace_period_protects_recent_uploads_and_manifests(tmp_path: Path) 
         async with services.engine.begin() as conn:
             for table in (image_blobs, blobs, manifests):
                 await conn.execute(update(table).values(created_at=an_hour_ago))
-        await push_blob(services, target, (await services.blobs.get(target, lone)).path.read_bytes())
+        await push_blob(services, target, lone_bytes)
         report = await patient.run()
         # The config went too: no other image links to it.
         assert removed(report) == ([untagged.digest], sorted(untagged.blobs))
