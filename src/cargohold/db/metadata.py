@@ -7,7 +7,7 @@ manifest an index may still point to) do both inside that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,16 +182,6 @@ async def _link(conn: AsyncConnection, image_id: int, digest: str, now: float) -
             set_={"created_at": now},
         )
     )
-
-
-async def _describes(conn: AsyncConnection, digest: str) -> bool:
-    for query in (
-        select(blobs.c.digest).where(blobs.c.digest == digest),
-        select(manifests.c.id).where(manifests.c.digest == digest).limit(1),
-    ):
-        if (await conn.execute(query)).first() is not None:
-            return True
-    return False
 
 
 async def _missing_references(
@@ -399,10 +389,11 @@ class MetadataStore(Store):
             await _link(conn, image_id, digest, time.time())
             return True
 
-    async def describes(self, digest: str) -> bool:
-        """Whether a blob row or a manifest row (of any image) needs the stored `digest`."""
+    async def described_among(self, digests: Collection[str]) -> set[str]:
+        """Those of `digests` whose stored bytes a blob row or a manifest row (of any image)
+        needs."""
         async with self._read() as conn:
-            return await _describes(conn, digest)
+            return await self._described_among(conn, digests)
 
     async def unlink_blob(self, image_id: int, digest: str) -> bool:
         """Remove a blob from an image, unless a manifest of that image still uses it."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cargohold.db.engine import WRITE
+from cargohold.db.schema import blobs, manifests
 
 
 def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
@@ -46,6 +47,18 @@ class Store:
         if not rows:
             return
         await conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(), list(rows))
+
+    @staticmethod
+    async def _described_among(conn: AsyncConnection, digests: Collection[str]) -> set[str]:
+        """Those of `digests` that a blob row or a manifest row (of any image) describes."""
+        found = set(
+            (
+                await conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(digests)))
+            ).scalars()
+        )
+        query = select(manifests.c.digest).distinct().where(manifests.c.digest.in_(digests))
+        found.update((await conn.execute(query)).scalars())
+        return found
 
     async def ping(self) -> None:
         """Raises when the database does not answer."""

@@ -10,11 +10,16 @@ bytes again.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
 
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.singleflight import SingleFlight
 from cargohold.storage import BlobStore
+
+# Locks a removal holds at once (each an open file).
+REMOVALS_AT_ONCE = 100
 
 
 class StoredContent:
@@ -27,14 +32,25 @@ class StoredContent:
         """The lock to hold while storing the bytes of `digest` and writing their rows."""
         return self._flights.hold(f"blob:{digest}")
 
-    async def remove_unless_described(self, digest: str) -> int | None:
-        """Delete the stored bytes of `digest` unless a row describes them; the bytes freed,
-        or None when they were kept (or were not stored)."""
-        async with self.hold(digest):
-            if await self._metadata.describes(digest):
-                return None
-            size = await self._store.size(digest)
-            if size is None:
-                return None
-            await self._store.delete(digest)
-            return size
+    async def remove_unless_described(self, digests: Collection[str]) -> dict[str, int]:
+        """Delete the stored bytes of those of `digests` that no row describes; the bytes
+        freed by digest (those kept, or not stored, are absent)."""
+        ordered = sorted(set(digests))
+        freed: dict[str, int] = {}
+        for start in range(0, len(ordered), REMOVALS_AT_ONCE):
+            freed.update(await self._remove(ordered[start : start + REMOVALS_AT_ONCE]))
+        return freed
+
+    async def _remove(self, digests: list[str]) -> dict[str, int]:
+        freed: dict[str, int] = {}
+        async with contextlib.AsyncExitStack() as held:
+            # In digest order: every other holder holds one lock at a time, so no deadlock.
+            for digest in digests:
+                await held.enter_async_context(self.hold(digest))
+            described = await self._metadata.described_among(digests)
+            for digest in digests:
+                size = None if digest in described else await self._store.size(digest)
+                if size is not None:
+                    await self._store.delete(digest)
+                    freed[digest] = size
+        return freed

@@ -257,9 +257,10 @@ class GarbageCollector:
                 lambda image: _unreachable(image, cutoff)[: self._batch],
                 delete_chosen=True,
             )
-            for node in chosen:
-                report.manifests.append(CollectedManifest(image.name, node.digest, node.size))
-                await self._free_bytes(report, node.digest)
+            report.manifests.extend(
+                CollectedManifest(image.name, node.digest, node.size) for node in chosen
+            )
+            await self._free_bytes(report, [node.digest for node in chosen])
             if len(chosen) < self._batch:
                 return
 
@@ -310,9 +311,9 @@ class GarbageCollector:
                 removed.extend(rows)
                 continue
             await self._renew()
-            for row in await self._queries.delete_unlinked_blobs([r.digest for r in rows], cutoff):
-                removed.append(row)
-                await self._free_bytes(report, row.digest)
+            gone = await self._queries.delete_unlinked_blobs([r.digest for r in rows], cutoff)
+            removed.extend(gone)
+            await self._free_bytes(report, [row.digest for row in gone])
         if report.dry_run:
             removed.extend(await self._predict_unlinked(cutoff, prediction))
         report.blobs.extend(CollectedBlob(row.digest, row.size) for row in removed)
@@ -335,11 +336,10 @@ class GarbageCollector:
             )
         return unlinked
 
-    async def _free_bytes(self, report: GcReport, digest: str) -> None:
-        freed = await self._content.remove_unless_described(digest)
-        if freed is not None:
-            report.files += 1
-            report.bytes_freed += freed
+    async def _free_bytes(self, report: GcReport, digests: list[str]) -> None:
+        freed = await self._content.remove_unless_described(digests)
+        report.files += len(freed)
+        report.bytes_freed += sum(freed.values())
 
     async def _predict_files(
         self, report: GcReport, removed_blobs: list[BlobRow], prediction: _Prediction

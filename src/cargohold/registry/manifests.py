@@ -181,7 +181,7 @@ class ManifestService:
                     require_references=not checked_upstream,
                 )
         except MissingReferences:
-            await self._content.remove_unless_described(new.digest)
+            await self._content.remove_unless_described([new.digest])
             raise
         self._cache.put(new.digest, body)
 
@@ -207,7 +207,7 @@ class ManifestService:
             ) from None
         if not deleted:
             raise manifest_unknown(reference, target.name)
-        await self._content.remove_unless_described(str(parsed))
+        await self._content.remove_unless_described([str(parsed)])
 
     async def tags(self, target: Target, last: str | None, limit: int | None) -> list[str]:
         image_id = await self._router.image_id(target)

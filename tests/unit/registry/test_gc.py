@@ -310,14 +310,16 @@ def test_bytes_go_only_when_no_row_needs_them_once_a_writer_is_done(tmp_path: Pa
         assert image_id is not None
         await services.store.put_bytes(digest, data)  # stored, no row yet
         async with services.content.hold(digest):  # an upload finishing with this digest
-            removal = asyncio.create_task(services.content.remove_unless_described(digest))
+            removal = asyncio.create_task(services.content.remove_unless_described([digest]))
             await asyncio.sleep(0.2)
             assert not removal.done(), "the removal waits for the writer"
             await services.metadata.link_blob(image_id, digest, len(data))
-        assert await removal is None and stored(services, digest)
+        assert await removal == {} and stored(services, digest)
 
         await services.store.put_bytes(sha256(b"lone"), b"lone")
-        assert await services.content.remove_unless_described(sha256(b"lone")) == 4
+        assert await services.content.remove_unless_described([sha256(b"lone")]) == {
+            sha256(b"lone"): 4
+        }
         assert not stored(services, sha256(b"lone"))
 
     run(tmp_path, scenario)
