@@ -25,7 +25,7 @@ Why a push running at the same time is never broken:
   whose content is gone.
 - Manifests are chosen for removal in the same write transaction that deletes them, from
   the image as it is then.
-- Bytes are removed under the per-digest content lock that every writer holds while it
+- Bytes are removed under the digest's content lock, which every writer holds while it
   stores bytes and writes their rows (`registry/content.py`), after checking that no row
   describes them: an upload finishing with the same digest either wrote its row first (the
   bytes stay) or stores its bytes again after the removal.

@@ -96,6 +96,7 @@ async def build_services(settings: Settings) -> Services:
             router,
             manifests,
             blobs,
+            content,
             lock_dir=settings.lock_dir,
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
