@@ -120,6 +120,15 @@ def test_the_api_collects_for_system_administrators_only(tmp_path: Path) -> None
         for name, image in garbage.kept:
             pull_whole(client, name, image)
 
+        # The policy is a repository field of the API too.
+        policy = requests.patch(
+            f"{server.url}/api/v1/repos/test/pruned",
+            json={"untagged_manifests": "keep"},
+            auth=server.admin_auth,
+            timeout=60,
+        )
+        assert policy.status_code == 200 and policy.json()["untagged_manifests"] == "keep"
+
         with held_lease(server):
             busy = api_gc(server, server.admin_auth, dry_run=False)
             assert busy.status_code == 409 and "is running" in busy.json()["message"]
