@@ -40,12 +40,6 @@ async def _collect_garbage(services: Services, interval: float) -> None:
             log.exception("garbage collection failed; trying again at the next interval")
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
 
@@ -55,14 +49,22 @@ def create_app(settings: Settings) -> web.Application:
         if generated is not None:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
-        background = [asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds))]
+        background = [
+            asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds)),
+            asyncio.create_task(services.pulls.run()),
+        ]
+        if settings.cleanup_policy_interval_seconds:
+            interval = settings.cleanup_policy_interval_seconds
+            background.append(asyncio.create_task(services.cleanup.run_every(interval)))
         if settings.gc_interval_seconds:
             background.append(
                 asyncio.create_task(_collect_garbage(services, settings.gc_interval_seconds))
             )
         yield
         for task in background:
-            await _stop(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await services.close()
 
     app.cleanup_ctx.append(lifecycle)

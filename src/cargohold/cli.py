@@ -33,7 +33,15 @@ from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.gc import GcReport
 from cargohold.registry.integrity import FsckReport, human_size
-from cargohold.registry.projects import UNTAGGED_MANIFEST_POLICIES, FlatRouting, ProxySettings
+from cargohold.registry.policies import CleanupPolicy
+from cargohold.registry.projects import (
+    UNCHANGED,
+    UNTAGGED_MANIFEST_POLICIES,
+    FlatRouting,
+    ProxySettings,
+    Unchanged,
+)
+from cargohold.registry.quotas import parse_size
 from cargohold.registry.services import Services, build_services
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -127,26 +135,47 @@ def serve(args: argparse.Namespace) -> int:
 # Projects and repositories
 
 
+def _quota(text: str | None) -> int | Unchanged | None:
+    """--quota-bytes: a size, `none` for unlimited, absent for unchanged."""
+    if text is None:
+        return UNCHANGED
+    return None if text.lower() == "none" else parse_size(text)
+
+
+def _describe_quota(quota_bytes: int | None) -> str:
+    return "unlimited" if quota_bytes is None else human_size(quota_bytes)
+
+
 async def project_create(services: Services, args: argparse.Namespace) -> None:
-    project = await services.projects.create_project(args.name, args.anonymous_read)
-    _say(f"created project {project.name}")
-
-
-def _required_switch(value: bool | None, name: str) -> bool:
-    if value is None:
-        raise InvalidInput(f"nothing to change: give --{name} or --no-{name}")
-    return value
+    quota_bytes = _quota(args.quota_bytes)
+    project = await services.projects.create_project(
+        args.name, args.anonymous_read, None if quota_bytes is UNCHANGED else quota_bytes
+    )
+    _say(f"created project {project.name} (quota {_describe_quota(project.quota_bytes)})")
 
 
 async def project_update(services: Services, args: argparse.Namespace) -> None:
-    _required_switch(args.anonymous_read, "anonymous-read")
-    project = await services.projects.update_project(args.name, anonymous_read=args.anonymous_read)
-    _say(f"project {project.name}: anonymous read {'on' if project.anonymous_read else 'off'}")
+    quota_bytes = _quota(args.quota_bytes)
+    if args.anonymous_read is None and quota_bytes is UNCHANGED:
+        raise InvalidInput("nothing to change: give --[no-]anonymous-read or --quota-bytes")
+    project = await services.projects.update_project(
+        args.name, anonymous_read=args.anonymous_read, quota_bytes=quota_bytes
+    )
+    _say(
+        f"project {project.name}: anonymous read {'on' if project.anonymous_read else 'off'},"
+        f" quota {_describe_quota(project.quota_bytes)}"
+    )
 
 
 async def project_list(services: Services, args: argparse.Namespace) -> None:
-    for project in await services.projects.list_projects():
-        print(f"{project.name}\tanonymous_read={str(project.anonymous_read).lower()}")
+    projects = await services.projects.list_projects()
+    usage = await services.projects.usage(projects)
+    for project in projects:
+        print(
+            f"{project.name}\tanonymous_read={str(project.anonymous_read).lower()}"
+            f"\tquota_bytes={'none' if project.quota_bytes is None else project.quota_bytes}"
+            f"\tusage_bytes={usage[project.id]}"
+        )
 
 
 async def member_set(services: Services, args: argparse.Namespace) -> None:
@@ -180,6 +209,32 @@ async def repo_create(services: Services, args: argparse.Namespace) -> None:
     _say(f"created {repository.kind} repository {repository.project}/{repository.name}")
 
 
+def _cleanup_policy(args: argparse.Namespace) -> CleanupPolicy | Unchanged | None:
+    """The policy the --cleanup-* options give (replacing the old one), None for
+    --no-cleanup, UNCHANGED when none is given."""
+    rules = (args.cleanup_keep_last, args.cleanup_older_than_days, args.cleanup_unpulled_days)
+    patterns = (args.cleanup_keep, args.cleanup_match)
+    if args.no_cleanup:
+        if any(value is not None for value in (*rules, *patterns)):
+            raise InvalidInput("--no-cleanup removes the policy: give no --cleanup-* with it")
+        return None
+    if all(value is None for value in (*rules, *patterns)):
+        return UNCHANGED
+    return CleanupPolicy(*rules, tuple(args.cleanup_keep or ()), tuple(args.cleanup_match or ()))
+
+
+def _cache_limit(text: str | None, parse: Callable[[str], int]) -> int | Unchanged | None:
+    if text is None:
+        return UNCHANGED
+    return None if text.lower() == "none" else parse(text)
+
+
+def _days(text: str) -> int:
+    if not text.isdigit():
+        raise InvalidInput(f"{text!r} is not a whole number of days")
+    return int(text)
+
+
 async def repo_update(services: Services, args: argparse.Namespace) -> None:
     repository = await services.projects.update_repository(
         args.project,
@@ -193,12 +248,17 @@ async def repo_update(services: Services, args: argparse.Namespace) -> None:
         is_catch_all=args.catch_all,
         host_name=args.host_name,
         untagged_manifests=args.untagged_manifests,
+        cleanup_policy=_cleanup_policy(args),
+        cache_max_age_days=_cache_limit(args.cache_max_age_days, _days),
+        cache_max_bytes=_cache_limit(args.cache_max_bytes, parse_size),
     )
     state = "on" if repository.anonymous_read else "off"
     _say(
         f"repository {repository.project}/{repository.name}: anonymous read {state},"
         f" untagged manifests: {repository.untagged_manifests}"
     )
+    if repository.cleanup_policy is not None:
+        _say(f"cleanup policy: {json.dumps(repository.cleanup_policy)}")
 
 
 async def repo_list(services: Services, args: argparse.Namespace) -> None:
@@ -212,6 +272,14 @@ async def repo_list(services: Services, args: argparse.Namespace) -> None:
             details.append("catch_all")
         if repository.host_name:
             details.append(f"host={repository.host_name}")
+        if repository.cleanup_policy is not None:
+            details.append(
+                f"cleanup={json.dumps(repository.cleanup_policy, separators=(',', ':'))}"
+            )
+        if repository.cache_max_age_days is not None:
+            details.append(f"cache_max_age_days={repository.cache_max_age_days}")
+        if repository.cache_max_bytes is not None:
+            details.append(f"cache_max_bytes={repository.cache_max_bytes}")
         if repository.untagged_manifests != "keep":
             details.append(f"untagged_manifests={repository.untagged_manifests}")
         print(
@@ -412,6 +480,18 @@ async def gc(services: Services, args: argparse.Namespace) -> None:
         print(json.dumps(report.to_json(), indent=2))
 
 
+# Cleanup
+
+
+async def cleanup(services: Services, args: argparse.Namespace) -> None:
+    project, _, repository = (args.scope or "").partition("/")
+    report = await services.cleanup.run(project or None, repository or None, dry_run=args.dry_run)
+    for line in report.lines():
+        _say(line)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+
+
 def _administer(action: Action) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         settings = _settings(args)
@@ -470,18 +550,67 @@ def _parser() -> argparse.ArgumentParser:
         switch(sub, "catch-all", "take the names no prefix matches", default=catch_all_default)
         sub.add_argument("--host-name", help="a host name bound to the repository ('' removes)")
 
+    def lifecycle_options(sub: argparse.ArgumentParser) -> None:
+        policy = sub.add_argument_group(
+            "cleanup policy (hosted; any of these replaces the policy, every rule given must"
+            " hold for a tag to be deleted)"
+        )
+        policy.add_argument(
+            "--cleanup-keep-last",
+            type=int,
+            metavar="N",
+            help="keep the N most recently pushed tags of each image",
+        )
+        policy.add_argument(
+            "--cleanup-older-than-days",
+            type=float,
+            metavar="DAYS",
+            help="delete tags pushed more than DAYS ago",
+        )
+        policy.add_argument(
+            "--cleanup-unpulled-days",
+            type=float,
+            metavar="DAYS",
+            help="delete tags not pulled for DAYS (never pulled: since pushed)",
+        )
+        policy.add_argument(
+            "--cleanup-keep",
+            action="append",
+            metavar="REGEX",
+            help="never delete tags matching it (whole tag); repeatable",
+        )
+        policy.add_argument(
+            "--cleanup-match",
+            action="append",
+            metavar="REGEX",
+            help="consider only tags matching one of these; repeatable",
+        )
+        policy.add_argument("--no-cleanup", action="store_true", help="remove the policy")
+        cache = sub.add_argument_group("proxy cache limits ('none' removes)")
+        cache.add_argument(
+            "--cache-max-age-days", metavar="DAYS", help="evict what was not pulled for DAYS"
+        )
+        cache.add_argument(
+            "--cache-max-bytes",
+            metavar="SIZE",
+            help="evict the least recently pulled beyond SIZE, e.g. 50GiB",
+        )
+
     serve_parser = command(commands, "serve", serve, "run the registry server")
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve_parser.add_argument("--workers", type=int, help="server processes (default 1)")
 
     project = group("project", "manage projects and their members")
+    quota_help = "bytes its hosted repositories may hold: 1073741824, 500MB, 10GiB"
     sub = command(project, "create", project_create, "create a project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the project", default=False)
+    sub.add_argument("--quota-bytes", metavar="SIZE", help=f"{quota_help} (default unlimited)")
     sub = command(project, "update", project_update, "change a project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the project")
+    sub.add_argument("--quota-bytes", metavar="SIZE", help=f"{quota_help}, or none: unlimited")
     command(project, "list", project_list, "list projects")
     sub = command(project, "member-set", member_set, "give a user a role in a project")
     sub.add_argument("project")
@@ -509,6 +638,7 @@ def _parser() -> argparse.ArgumentParser:
     upstream_options(sub)
     routing_options(sub, catch_all_default=None)
     untagged_option(sub, default=None)
+    lifecycle_options(sub)
     command(repo, "list", repo_list, "list repositories")
 
     user = group("user", "manage users")
@@ -575,6 +705,18 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="leave content uploaded this recently alone (default: the gc_grace_seconds setting)",
     )
+
+    sub = command(
+        commands,
+        "cleanup",
+        cleanup,
+        "apply the repositories' cleanup policies and proxy cache limits",
+    )
+    sub.add_argument(
+        "scope", nargs="?", metavar="PROJECT[/REPOSITORY]", help="only these (default: all)"
+    )
+    sub.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     return parser
 
 

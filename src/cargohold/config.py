@@ -57,6 +57,17 @@ class Settings(BaseModel):
     gc_interval_seconds: int = Field(
         default=0, ge=0, description="seconds between scheduled garbage collections; 0: never"
     )
+    cleanup_policy_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="how often cleanup policies and proxy cache limits are applied; 0: never",
+    )
+    pull_stats_flush_seconds: float = Field(
+        default=5.0, gt=0, description="how often counted pulls are written to the database"
+    )
+    pull_stats_max_pending: int = Field(
+        default=10_000, ge=1, description="distinct tags and manifests counted between writes"
+    )
 
     @field_validator("database_url", "public_url", "admin_password", mode="before")
     @classmethod

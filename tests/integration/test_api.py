@@ -252,6 +252,8 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         ("post", "/repos"),
         ("get", "/repos/{project}/{name}"),
         ("patch", "/repos/{project}/{name}"),
+        ("get", "/repos/{project}/{name}/tags"),
+        ("post", "/repos/{project}/{name}/cleanup"),
         ("get", "/users"),
         ("post", "/users"),
         ("get", "/users/{name}"),
@@ -311,7 +313,14 @@ def test_project_lifecycle(admin: Api) -> None:
     name = unique("proj-")
     before = time.time()
     created = ok(admin.post("/projects", {"name": name}), 201)
-    assert set(created) == {"name", "anonymous_read", "created_at"}
+    assert set(created) == {
+        "name",
+        "anonymous_read",
+        "created_at",
+        "quota_bytes",
+        "usage_bytes",
+    }
+    assert created["quota_bytes"] is None and created["usage_bytes"] == 0
     assert created["name"] == name and created["anonymous_read"] is False
     assert int(before) <= created["created_at"] <= time.time()
     assert ok(admin.get(f"/projects/{name}")) == created
@@ -382,6 +391,9 @@ def test_repository_lifecycle(api_server: Server, admin: Api, project: str) -> N
         **body,
         "created_at": created["created_at"],
         "has_upstream_credentials": False,
+        "cleanup_policy": None,
+        "cache_max_age_days": None,
+        "cache_max_bytes": None,
     }
     assert isinstance(created["created_at"], int)
     assert ok(admin.get(f"/repos/{project}/images")) == created
@@ -424,6 +436,47 @@ def test_unsupported_or_inconsistent_repositories_are_refused(
     message = refused(admin.post("/repos", {"project": project, "name": name, **fields}), 400)
     assert contains in message
     refused(admin.get(f"/repos/{project}/{name}"), 404)
+
+
+def test_a_project_quota_is_set_shown_and_removed(admin: Api, project: str) -> None:
+    assert ok(admin.patch(f"/projects/{project}", {"quota_bytes": 5000}))["quota_bytes"] == 5000
+    kept = ok(admin.patch(f"/projects/{project}", {"anonymous_read": False}))
+    assert (kept["quota_bytes"], kept["usage_bytes"]) == (5000, 0)
+    assert ok(admin.patch(f"/projects/{project}", {"quota_bytes": None}))["quota_bytes"] is None
+    refused(admin.patch(f"/projects/{project}", {"quota_bytes": -1}), 400, "quota_bytes")
+    created = ok(admin.post("/projects", {"name": unique("proj-"), "quota_bytes": 7}), 201)
+    assert created["quota_bytes"] == 7
+
+
+def test_cleanup_policies_and_cache_limits_are_set_shown_and_removed(
+    admin: Api, project: str
+) -> None:
+    policy = {"keep_last": 3, "older_than_days": 30, "keep_patterns": ["latest"]}
+    changed = ok(admin.patch(f"/repos/{project}/apps", {"cleanup_policy": policy}))
+    assert changed["cleanup_policy"] == {
+        **policy,
+        "older_than_days": 30.0,
+        "unpulled_days": None,
+        "match_patterns": [],
+    }
+    assert (
+        ok(admin.patch(f"/repos/{project}/apps", {"anonymous_read": False}))["cleanup_policy"]
+        == changed["cleanup_policy"]
+    )
+    bad = {"cleanup_policy": {"keep_patterns": ["v["]}}
+    refused(admin.patch(f"/repos/{project}/apps", bad), 400, "not a regular expression")
+    refused(admin.patch(f"/repos/{project}/apps", {"cache_max_bytes": 10}), 400, "only a proxy")
+    assert (
+        ok(admin.patch(f"/repos/{project}/apps", {"cleanup_policy": None}))["cleanup_policy"]
+        is None
+    )
+    proxy = {"project": project, "name": "hub", "repository_type": "proxy"}
+    ok(admin.post("/repos", {**proxy, "remote_url": "https://registry.example.test"}), 201)
+    limits = {"cache_max_age_days": 14, "cache_max_bytes": 10**9}
+    assert ok(admin.patch(f"/repos/{project}/hub", limits)).items() >= limits.items()
+    refused(admin.patch(f"/repos/{project}/hub", {"cleanup_policy": {}}), 400, "hosted")
+    removed = ok(admin.patch(f"/repos/{project}/hub", {"cache_max_bytes": None}))
+    assert (removed["cache_max_age_days"], removed["cache_max_bytes"]) == (14, None)
 
 
 def test_flat_routing_fields_are_set_shown_changed_and_removed(

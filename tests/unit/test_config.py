@@ -11,7 +11,7 @@ from cargohold.config import load_settings
 def test_defaults_use_sqlite_under_the_data_dir() -> None:
     settings = load_settings(environ={})
     assert settings.port == 5000
-    assert settings.metadata_url == f"sqlite+aiosqlite:///{Path('data') / 'cargohold.db'}"
+    assert settings.metadata_url == f"sqlite:///{Path('data') / 'cargohold.db'}"
     assert settings.blob_dir == Path("data") / "storage"
 
 

@@ -2,7 +2,8 @@
 
 System administrators see and change everything. A user sees the repositories it can pull
 from and the projects that hold them or where it has a role; a project's `admin` manages
-that project (its settings, repositories and members). A robot sees the projects and
+that project (its settings, repositories and members), and it or a `maintainer` may run the
+cleanup of its repositories. A robot sees the projects and
 repositories its grants name, and changes nothing.
 """
 
@@ -15,6 +16,8 @@ from cargohold.db.metadata import ProjectRecord, RepositoryRecord
 from cargohold.oci.auth import PULL
 
 PROJECT_ADMIN = "admin"
+# Cleanup deletes tags, as these roles may.
+CLEANUP_ROLES = frozenset({PROJECT_ADMIN, "maintainer"})
 
 
 def is_system_admin(standing: Standing) -> bool:
@@ -29,6 +32,13 @@ def manages_project(standing: Standing, project_id: int) -> bool:
     """May change the project, create and change its repositories, and manage its members."""
     return is_system_admin(standing) or (
         is_user(standing) and standing.roles.get(project_id) == PROJECT_ADMIN
+    )
+
+
+def cleans_repositories(standing: Standing, project_id: int) -> bool:
+    """May run the cleanup of the project's repositories (their policies and cache limits)."""
+    return is_system_admin(standing) or (
+        is_user(standing) and standing.roles.get(project_id) in CLEANUP_ROLES
     )
 
 

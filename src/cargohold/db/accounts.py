@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Reader, Writer
 from cargohold.db.schema import (
     login_failures,
     members,
@@ -225,9 +225,7 @@ class AccountStore(Store):
         return robot
 
     @staticmethod
-    async def _replace_grants(
-        conn: AsyncConnection, robot_id: int, grants: Sequence[NewGrant]
-    ) -> None:
+    async def _replace_grants(conn: Writer, robot_id: int, grants: Sequence[NewGrant]) -> None:
         await conn.execute(delete(robot_grants).where(robot_grants.c.robot_id == robot_id))
         if grants:
             await conn.execute(
@@ -253,7 +251,7 @@ class AccountStore(Store):
             await self._replace_grants(conn, robot_id, grants)
             return True
 
-    async def _robots(self, conn: AsyncConnection, name: str | None) -> list[RobotRecord]:
+    async def _robots(self, conn: Reader, name: str | None) -> list[RobotRecord]:
         query = select(robots).order_by(robots.c.name)
         grant_query = _GRANT_QUERY
         if name is not None:

@@ -1,38 +1,55 @@
-"""Engines and migrations for the metadata database.
+"""The metadata database: read and write transactions, and migrations.
 
-SQLite (the default) runs in WAL mode; a write transaction starts with BEGIN IMMEDIATE so
-that two writers queue on the busy timeout instead of failing when one upgrades a read lock.
+SQLite (the default) runs in WAL mode, and its statements run in the event loop's own
+thread. In WAL mode a reader never waits for a writer, and a write transaction holds the
+lock only while its statements run, microseconds, since nothing in it yields to the loop.
+Handing each statement to a driver thread and back instead cost about a millisecond of
+CPU, and held the write lock across those hand-offs, so that concurrent writers queued on
+SQLite's coarse busy sleeps. A write starts with BEGIN IMMEDIATE without waiting: when
+another process holds the lock it tries again after a short asynchronous sleep, so the
+loop never blocks on it. Other databases (PostgreSQL) use their asyncio driver.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVarTuple, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy.engine import Connection, RootTransaction, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.selectable import TypedReturnsRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a read in the loop's thread may wait on a lock: in WAL mode only while another
+# connection recovers the log after a crash.
+SQLITE_READ_BUSY_TIMEOUT_MS = 1_000
 WRITE = "cargohold_write"
 
 
 def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
+    return f"sqlite:///{path}"
 
 
 def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int) -> None:
     # Let us issue BEGIN ourselves (pysqlite's own transaction handling is off).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
@@ -44,21 +61,128 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engine_for(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_pre_ping=not _is_sqlite(url))
+def _sync_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **options: Any) -> Engine:
+    engine = create_engine(
+        make_url(url).set(drivername=make_url(url).get_backend_name()), **options
+    )
     if _is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(engine, "connect", partial(_sqlite_connect, busy_timeout_ms=busy_timeout_ms))
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _is_busy(error: OperationalError) -> bool:
+    return getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+_Row = TypeVarTuple("_Row")
+# One row's values by name, or several rows' (an executemany).
+Parameters = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+
+class Reader(Protocol):
+    """What a read transaction offers its queries: statements in, buffered results out."""
+
+    @overload
+    async def execute(
+        self, statement: TypedReturnsRows[*_Row], parameters: Parameters = None
+    ) -> CursorResult[*_Row]: ...
+    @overload
+    async def execute(
+        self, statement: Executable, parameters: Parameters = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
+
+class Writer(Reader, Protocol):
+    """A write transaction: a reader that also tells which SQL dialect it speaks."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+
+class _InlineConnection:
+    """A transaction on a synchronous connection, run in the caller's thread."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._connection.dialect
+
+    async def execute(
+        self, statement: Executable, parameters: Parameters = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return self._connection.execute(statement, parameters)
+
+
+class Database:
+    """One metadata database; every store of queries shares it."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: AsyncEngine | None = None
+        self._sqlite_reads: Engine | None = None
+        self._sqlite_writes: Engine | None = None
+        if _is_sqlite(url):
+            # Only reads and writes that await something in the middle hold a connection
+            # for long; an unbounded overflow means a checkout never blocks the loop.
+            self._sqlite_reads = _sync_engine(
+                url, SQLITE_READ_BUSY_TIMEOUT_MS, pool_size=4, max_overflow=-1
+            )
+            self._sqlite_writes = _sync_engine(url, 0, pool_size=2, max_overflow=-1)
+        else:
+            self._engine = create_async_engine(url, pool_pre_ping=True)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Reader]:
+        if self._engine is not None:
+            async with self._engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        assert self._sqlite_reads is not None
+        with self._sqlite_reads.connect() as connection, connection.begin():
+            yield _InlineConnection(connection)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Writer]:
+        if self._engine is not None:
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{WRITE: True})
+                async with conn.begin():
+                    yield conn
+            return
+        connection, transaction = await self._sqlite_write_lock()
+        with connection, transaction:
+            yield _InlineConnection(connection)
+
+    async def _sqlite_write_lock(self) -> tuple[Connection, RootTransaction]:
+        """A connection in a write transaction, after waiting (asynchronously, bounded)
+        for another process to release the lock."""
+        assert self._sqlite_writes is not None
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            connection = self._sqlite_writes.connect().execution_options(**{WRITE: True})
+            try:
+                return connection, connection.begin()
+            except OperationalError as error:
+                connection.close()
+                if not _is_busy(error) or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def dispose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        for engine in (self._sqlite_reads, self._sqlite_writes):
+            if engine is not None:
+                engine.dispose()
 
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
-    sync_url = make_url(url).set(drivername=make_url(url).get_backend_name())
-    engine = create_engine(sync_url)
-    if _is_sqlite(url):
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
+    engine = _sync_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as connection:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Reader
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -99,7 +99,7 @@ def _unlinked_blob(cutoff: float) -> Any:
     )
 
 
-async def _counts(conn: AsyncConnection, column: Any, digests: Collection[str]) -> dict[str, int]:
+async def _counts(conn: Reader, column: Any, digests: Collection[str]) -> dict[str, int]:
     query = select(column, func.count()).where(column.in_(digests)).group_by(column)
     return {digest: count for digest, count in await conn.execute(query)}
 
@@ -275,7 +275,7 @@ class GcStore(Store):
             return {row.digest: BlobRow(*row) for row in await conn.execute(query)}
 
 
-async def _image_manifests(conn: AsyncConnection, image_id: int) -> ImageManifests:
+async def _image_manifests(conn: Reader, image_id: int) -> ImageManifests:
     name = (
         await conn.execute(
             select(projects.c.name + "/" + repositories.c.name + "/" + images.c.name)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Reader
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -236,6 +236,6 @@ class IntegrityStore(Store):
             await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
 
 
-async def _blob_rows_among(conn: AsyncConnection, digests: Collection[str]) -> set[str]:
+async def _blob_rows_among(conn: Reader, digests: Collection[str]) -> set[str]:
     query = select(blobs.c.digest).where(blobs.c.digest.in_(digests))
     return set((await conn.execute(query)).scalars())

@@ -7,14 +7,27 @@ manifest an index may still point to) do both inside that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cargohold.db.engine import Reader, Writer
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -45,12 +58,24 @@ class StillReferenced(Exception):
         self.by = list(by)
 
 
+class QuotaExceeded(Exception):
+    """Storing `needed` more bytes would take the project past its quota."""
+
+    def __init__(self, project: str, used: int, quota: int, needed: int) -> None:
+        super().__init__(f"project {project}: {used} of {quota} bytes used, {needed} needed")
+        self.project = project
+        self.used = used
+        self.quota = quota
+        self.needed = needed
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectRecord:
     id: int
     name: str
     created_at: float
     anonymous_read: bool
+    quota_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,9 @@ class RepositoryRecord:
     flat_alias_prefix: str | None = None
     is_catch_all: bool = False
     host_name: str | None = None
+    cleanup_policy: dict[str, Any] | None = None
+    cache_max_age_days: int | None = None
+    cache_max_bytes: int | None = None
     untagged_manifests: str = "keep"
 
     @property
@@ -107,6 +135,54 @@ class NewManifest:
 
 
 @dataclass(frozen=True, slots=True)
+class PullCount:
+    """`count` pulls of a manifest of an image, by tag (or by digest: tag None)."""
+
+    image_id: int
+    tag: str | None
+    digest: str
+    count: int
+    last_pulled_at: float
+
+    def merged(self, other: PullCount) -> PullCount:
+        return PullCount(
+            self.image_id,
+            self.tag,
+            self.digest,
+            self.count + other.count,
+            max(self.last_pulled_at, other.last_pulled_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    image: str
+    name: str
+    digest: str
+    updated_at: float
+    last_pulled_at: float | None
+    pull_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedManifest:
+    """A manifest a proxy cached, with what it takes in the cache."""
+
+    image: str
+    digest: str
+    size: int
+    cached_at: float
+    last_pulled_at: float | None
+    # The cached blobs it references (digest -> size), and the manifests it lists.
+    blobs: Mapping[str, int] = field(default_factory=dict)
+    children: frozenset[str] = frozenset()
+
+    @property
+    def last_used(self) -> float:
+        return self.cached_at if self.last_pulled_at is None else self.last_pulled_at
+
+
+@dataclass(frozen=True, slots=True)
 class UploadRecord:
     id: str
     image_id: int
@@ -132,6 +208,9 @@ _REPOSITORY_COLUMNS = (
     repositories.c.flat_alias_prefix,
     repositories.c.is_catch_all,
     repositories.c.host_name,
+    repositories.c.cleanup_policy,
+    repositories.c.cache_max_age_days,
+    repositories.c.cache_max_bytes,
     repositories.c.untagged_manifests,
 )
 _MANIFEST_COLUMNS = (
@@ -145,6 +224,25 @@ _MANIFEST_COLUMNS = (
 )
 
 
+# The lookups behind every pull, built once: building a statement costs more than running it.
+_MANIFEST_BY_DIGEST = select(*_MANIFEST_COLUMNS).where(
+    manifests.c.image_id == bindparam("image_id"), manifests.c.digest == bindparam("digest")
+)
+_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLUMNS)
+    .join(
+        tags,
+        and_(tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest),
+    )
+    .where(tags.c.image_id == bindparam("image_id"), tags.c.name == bindparam("tag"))
+)
+_BLOB_SIZE = (
+    select(blobs.c.size)
+    .join(image_blobs, image_blobs.c.digest == blobs.c.digest)
+    .where(image_blobs.c.image_id == bindparam("image_id"), blobs.c.digest == bindparam("digest"))
+)
+
+
 def _repository(row: Sequence[Any]) -> RepositoryRecord:
     return RepositoryRecord(*row)
 
@@ -154,7 +252,7 @@ def _manifest(row: Sequence[Any]) -> ManifestRecord:
 
 
 async def _refuse_if_referenced(
-    conn: AsyncConnection, image_id: int, digest: str, *, by_index: bool
+    conn: Writer, image_id: int, digest: str, *, by_index: bool
 ) -> None:
     """Raise StillReferenced when manifests of the image point to `digest`: as an index
     child (`by_index`) or as a config or layer."""
@@ -173,7 +271,7 @@ async def _refuse_if_referenced(
         raise StillReferenced(by)
 
 
-async def _link(conn: AsyncConnection, image_id: int, digest: str, now: float) -> None:
+async def _link(conn: Writer, image_id: int, digest: str, now: float) -> None:
     await conn.execute(
         dialect_insert(conn, image_blobs)
         .values(image_id=image_id, digest=digest, created_at=now)
@@ -185,7 +283,7 @@ async def _link(conn: AsyncConnection, image_id: int, digest: str, now: float) -
 
 
 async def _missing_references(
-    conn: AsyncConnection,
+    conn: Writer,
     image_id: int,
     blob_digests: Iterable[str],
     child_digests: Iterable[str],
@@ -213,19 +311,86 @@ async def _missing_references(
     return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
 
 
+def _hosted_content(project_ids: Collection[int] | None, digest: str | None = None) -> Any:
+    """(project id, digest, size) of every blob and manifest the projects' hosted images
+    hold (only those of `digest` when given), each once per project (UNION drops the
+    duplicates)."""
+
+    def held(table: Any, size: Any, *joins: Any) -> Select[Any]:
+        query = select(repositories.c.project_id, table.c.digest, size).select_from(table)
+        for joined, on in joins:
+            query = query.join(joined, on)
+        query = query.join(images, images.c.id == table.c.image_id).join(
+            repositories, repositories.c.id == images.c.repository_id
+        )
+        query = query.where(repositories.c.kind == "hosted")
+        if project_ids is not None:
+            query = query.where(repositories.c.project_id.in_(project_ids))
+        if digest is not None:
+            query = query.where(table.c.digest == digest)
+        return query
+
+    blob_rows = held(image_blobs, blobs.c.size, (blobs, blobs.c.digest == image_blobs.c.digest))
+    return union(blob_rows, held(manifests, manifests.c.size)).subquery()
+
+
+async def _usage(conn: Reader, project_ids: Collection[int] | None) -> dict[int, int]:
+    content = _hosted_content(project_ids)
+    rows = await conn.execute(
+        select(content.c.project_id, func.sum(content.c.size)).group_by(content.c.project_id)
+    )
+    return {project_id: int(used) for project_id, used in rows}
+
+
+async def _check_quota(
+    conn: Reader, project_id: int, digest: str | None, size: int, *, lock: bool
+) -> None:
+    """Raise QuotaExceeded when storing `size` bytes of `digest` (None: not known yet) in the
+    project would take it past its quota; content the project holds already costs nothing.
+    `lock` locks the project's row until the transaction ends (PostgreSQL; SQLite writes one
+    at a time anyway), so that concurrent writes to one project are checked one by one."""
+    quota_query = select(projects.c.name, projects.c.quota_bytes).where(projects.c.id == project_id)
+    if lock:
+        quota_query = quota_query.with_for_update()
+    project = (await conn.execute(quota_query)).one()
+    if project.quota_bytes is None:
+        return
+    if digest is not None:
+        held = await conn.execute(select(_hosted_content([project_id], digest)).limit(1))
+        if held.first() is not None:
+            return
+    used = (await _usage(conn, [project_id])).get(project_id, 0)
+    if used + size > project.quota_bytes:
+        raise QuotaExceeded(project.name, used, project.quota_bytes, size)
+
+
+def _pulled(column: Any) -> Any:
+    """The later of a row's last pull and the batch's (`b_last`)."""
+    return case(
+        (or_(column.is_(None), column < bindparam("b_last")), bindparam("b_last")), else_=column
+    )
+
+
 class MetadataStore(Store):
     # Projects and repositories
 
-    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
+    async def create_project(
+        self, name: str, anonymous_read: bool = False, quota_bytes: int | None = None
+    ) -> ProjectRecord:
         now = time.time()
         try:
             async with self._write() as conn:
                 result = await conn.execute(
                     insert(projects)
-                    .values(name=name, created_at=now, anonymous_read=anonymous_read)
+                    .values(
+                        name=name,
+                        created_at=now,
+                        anonymous_read=anonymous_read,
+                        quota_bytes=quota_bytes,
+                    )
                     .returning(projects.c.id)
                 )
-                return ProjectRecord(result.scalar_one(), name, now, anonymous_read)
+                return ProjectRecord(result.scalar_one(), name, now, anonymous_read, quota_bytes)
         except IntegrityError as error:
             raise AlreadyExists(name) from error
 
@@ -238,6 +403,16 @@ class MetadataStore(Store):
         async with self._read() as conn:
             rows = await conn.execute(select(projects).order_by(projects.c.name))
         return [ProjectRecord(*row) for row in rows]
+
+    async def project_usage(self, project_ids: Collection[int] | None = None) -> dict[int, int]:
+        """Bytes held by each project's hosted images (absent: none)."""
+        async with self._read() as conn:
+            return await _usage(conn, project_ids)
+
+    async def check_quota(self, project_id: int, digest: str | None, size: int) -> None:
+        """Raise QuotaExceeded when `size` more bytes (of `digest`, if known) do not fit."""
+        async with self._read() as conn:
+            await _check_quota(conn, project_id, digest, size, lock=False)
 
     async def create_repository(
         self, project: ProjectRecord, name: str, kind: str, format: str, **settings: Any
@@ -357,35 +532,43 @@ class MetadataStore(Store):
     # Blobs
 
     async def blob_size(self, image_id: int, digest: str) -> int | None:
-        query = (
-            select(blobs.c.size)
-            .join(image_blobs, image_blobs.c.digest == blobs.c.digest)
-            .where(image_blobs.c.image_id == image_id, blobs.c.digest == digest)
-        )
         async with self._read() as conn:
-            return (await conn.execute(query)).scalar_one_or_none()
+            found = await conn.execute(_BLOB_SIZE, {"image_id": image_id, "digest": digest})
+            return found.scalar_one_or_none()
 
-    async def link_blob(self, image_id: int, digest: str, size: int) -> None:
+    async def link_blob(
+        self, image_id: int, digest: str, size: int, *, quota_project: int | None = None
+    ) -> None:
         """Record a blob stored (the caller holds its content lock) and readable through the
-        image; linking it again starts the link's grace period again."""
+        image; with `quota_project`, only if it fits the project's quota (checked in the same
+        transaction). Linking it again starts the link's grace period again."""
         now = time.time()
         async with self._write() as conn:
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, digest, size, lock=True)
             await self._insert_ignoring_duplicates(
                 conn, blobs, [{"digest": digest, "size": size, "created_at": now}]
             )
             await _link(conn, image_id, digest, now)
 
-    async def mount_blob(self, source_image_id: int, image_id: int, digest: str) -> bool:
+    async def mount_blob(
+        self,
+        source_image_id: int,
+        image_id: int,
+        digest: str,
+        *,
+        quota_project: int | None = None,
+    ) -> bool:
         """Link a blob of the source image to another, if the source still holds it: in one
-        transaction, so that garbage collection cannot remove the blob in between."""
+        transaction, so that garbage collection cannot remove the blob in between; with
+        `quota_project`, only if it fits the project's quota."""
         async with self._write() as conn:
-            held = await conn.execute(
-                select(image_blobs.c.digest).where(
-                    image_blobs.c.image_id == source_image_id, image_blobs.c.digest == digest
-                )
-            )
-            if held.first() is None:
+            size = await conn.execute(_BLOB_SIZE, {"image_id": source_image_id, "digest": digest})
+            held = size.scalar_one_or_none()
+            if held is None:
                 return False
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, digest, held, lock=True)
             await _link(conn, image_id, digest, time.time())
             return True
 
@@ -409,24 +592,16 @@ class MetadataStore(Store):
     # Manifests and tags
 
     async def manifest_by_digest(self, image_id: int, digest: str) -> ManifestRecord | None:
-        query = select(*_MANIFEST_COLUMNS).where(
-            manifests.c.image_id == image_id, manifests.c.digest == digest
-        )
         async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+            found = await conn.execute(
+                _MANIFEST_BY_DIGEST, {"image_id": image_id, "digest": digest}
+            )
+            row = found.first()
         return _manifest(row) if row else None
 
     async def manifest_by_tag(self, image_id: int, tag: str) -> ManifestRecord | None:
-        query = (
-            select(*_MANIFEST_COLUMNS)
-            .join(
-                tags,
-                and_(tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest),
-            )
-            .where(tags.c.image_id == image_id, tags.c.name == tag)
-        )
         async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_MANIFEST_BY_TAG, {"image_id": image_id, "tag": tag})).first()
         return _manifest(row) if row else None
 
     async def tag_checked_at(self, image_id: int, tag: str) -> float | None:
@@ -451,13 +626,16 @@ class MetadataStore(Store):
         tag_names: Sequence[str],
         *,
         checked_upstream: bool = False,
+        quota_project: int | None = None,
         require_references: bool = True,
     ) -> None:
         """Store a manifest and point the tags at it; `checked_upstream` marks the tags as
-        just confirmed by a proxy's upstream. With `require_references`, raise
-        MissingReferences when the image lacks content the manifest points to: checked in
-        the same write transaction as the insert, so that garbage collection (which deletes
-        only what no manifest uses, in write transactions too) cannot remove it in between.
+        just confirmed by a proxy's upstream; with `quota_project`, only if the manifest's
+        bytes fit the project's quota (checked in the same transaction). With
+        `require_references`, raise MissingReferences when the image lacks content the
+        manifest points to: checked in the same write transaction as the insert, so that
+        garbage collection (which deletes only what no manifest uses, in write transactions
+        too) cannot remove it in between.
         """
         now = time.time()
         checked_at = now if checked_upstream else None
@@ -468,6 +646,8 @@ class MetadataStore(Store):
                 )
                 if missing:
                     raise MissingReferences(missing)
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, new.digest, new.size, lock=True)
             await self._insert_ignoring_duplicates(
                 conn,
                 manifests,
@@ -558,6 +738,181 @@ class MetadataStore(Store):
             query = query.where(manifests.c.artifact_type == artifact_type)
         async with self._read() as conn:
             return [_manifest(row) for row in await conn.execute(query)]
+
+    async def tag_records(self, repository_id: int) -> list[TagRecord]:
+        """Every tag of the repository's images, by image and tag name."""
+        query = (
+            select(
+                images.c.name,
+                tags.c.name,
+                tags.c.digest,
+                tags.c.updated_at,
+                tags.c.last_pulled_at,
+                tags.c.pull_count,
+            )
+            .join(images, images.c.id == tags.c.image_id)
+            .where(images.c.repository_id == repository_id)
+            .order_by(images.c.name, tags.c.name)
+        )
+        async with self._read() as conn:
+            return [TagRecord(*row) for row in await conn.execute(query)]
+
+    async def delete_tags(
+        self, repository_id: int, doomed: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """Delete tags given as (image, tag, digest), each only if it still points to that
+        digest; the ones deleted. Their manifests stay, untagged, for garbage collection."""
+        deleted = []
+        async with self._write() as conn:
+            for image, tag, digest in doomed:
+                image_id = (
+                    select(images.c.id)
+                    .where(images.c.repository_id == repository_id, images.c.name == image)
+                    .scalar_subquery()
+                )
+                result = await conn.execute(
+                    delete(tags).where(
+                        tags.c.image_id == image_id, tags.c.name == tag, tags.c.digest == digest
+                    )
+                )
+                if result.rowcount:
+                    deleted.append((image, tag, digest))
+        return deleted
+
+    async def cached_manifests(self, repository_id: int) -> list[CachedManifest]:
+        """Every manifest of the repository's images, with the blobs its images hold for it
+        and the manifests it lists."""
+        in_repository = images.c.repository_id == repository_id
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(
+                    manifests.c.id,
+                    images.c.name,
+                    manifests.c.digest,
+                    manifests.c.size,
+                    manifests.c.created_at,
+                    manifests.c.last_pulled_at,
+                )
+                .join(images, images.c.id == manifests.c.image_id)
+                .where(in_repository)
+                .order_by(images.c.name, manifests.c.digest)
+            )
+            found = {row.id: row for row in rows}
+            blob_sizes: dict[int, dict[str, int]] = {}
+            for manifest_id, digest, size in await conn.execute(
+                select(manifest_references.c.manifest_id, blobs.c.digest, blobs.c.size)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .join(images, images.c.id == manifests.c.image_id)
+                .join(
+                    image_blobs,
+                    and_(
+                        image_blobs.c.image_id == manifests.c.image_id,
+                        image_blobs.c.digest == manifest_references.c.digest,
+                    ),
+                )
+                .join(blobs, blobs.c.digest == image_blobs.c.digest)
+                .where(in_repository, manifest_references.c.is_manifest.is_(False))
+            ):
+                blob_sizes.setdefault(manifest_id, {})[digest] = size
+            children: dict[int, set[str]] = {}
+            for manifest_id, digest in await conn.execute(
+                select(manifest_references.c.manifest_id, manifest_references.c.digest)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .join(images, images.c.id == manifests.c.image_id)
+                .where(in_repository, manifest_references.c.is_manifest.is_(True))
+            ):
+                children.setdefault(manifest_id, set()).add(digest)
+        return [
+            CachedManifest(
+                row.name,
+                row.digest,
+                row.size,
+                row.created_at,
+                row.last_pulled_at,
+                blob_sizes.get(manifest_id, {}),
+                frozenset(children.get(manifest_id, ())),
+            )
+            for manifest_id, row in found.items()
+        ]
+
+    async def evict_manifest(self, repository_id: int, image: str, digest: str) -> bool:
+        """Remove a cached manifest, its tags, and the image's links to blobs no remaining
+        manifest of the image uses (their bytes are then for garbage collection); not when
+        an index of the image still lists it."""
+        async with self._write() as conn:
+            image_id = (
+                await conn.execute(
+                    select(images.c.id).where(
+                        images.c.repository_id == repository_id, images.c.name == image
+                    )
+                )
+            ).scalar_one_or_none()
+            if image_id is None:
+                return False
+            try:
+                await _refuse_if_referenced(conn, image_id, digest, by_index=True)
+            except StillReferenced:
+                return False
+            await conn.execute(
+                delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
+            )
+            result = await conn.execute(
+                delete(manifests).where(
+                    manifests.c.image_id == image_id, manifests.c.digest == digest
+                )
+            )
+            still_used = (
+                select(manifest_references.c.digest)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .where(manifests.c.image_id == image_id)
+            )
+            await conn.execute(
+                delete(image_blobs).where(
+                    image_blobs.c.image_id == image_id, image_blobs.c.digest.not_in(still_used)
+                )
+            )
+            return result.rowcount > 0
+
+    # Pull statistics
+
+    async def record_pulls(self, batch: Sequence[PullCount]) -> None:
+        """Add counted pulls to their tags and manifests, in one transaction."""
+        by_manifest: dict[tuple[int, str], PullCount] = {}
+        for pulls in batch:
+            key = (pulls.image_id, pulls.digest)
+            known = by_manifest.get(key)
+            by_manifest[key] = pulls if known is None else known.merged(pulls)
+        tag_rows = [
+            {"b_image": p.image_id, "b_name": p.tag, "b_count": p.count, "b_last": p.last_pulled_at}
+            for p in batch
+            if p.tag is not None
+        ]
+        manifest_rows = [
+            {
+                "b_image": p.image_id,
+                "b_name": p.digest,
+                "b_count": p.count,
+                "b_last": p.last_pulled_at,
+            }
+            for p in by_manifest.values()
+        ]
+        async with self._write() as conn:
+            for table, name, rows in (
+                (tags, tags.c.name, tag_rows),
+                (manifests, manifests.c.digest, manifest_rows),
+            ):
+                if rows:
+                    await conn.execute(
+                        update(table)
+                        .where(
+                            table.c.image_id == bindparam("b_image"), name == bindparam("b_name")
+                        )
+                        .values(
+                            pull_count=table.c.pull_count + bindparam("b_count"),
+                            last_pulled_at=_pulled(table.c.last_pulled_at),
+                        ),
+                        rows,
+                    )
 
     # Upload sessions
 

@@ -41,6 +41,8 @@ projects = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("created_at", Double, nullable=False),
     Column("anonymous_read", Boolean, nullable=False, server_default=false()),
+    # Bytes the project's hosted repositories may hold; NULL: unlimited.
+    Column("quota_bytes", BigInteger),
 )
 
 repositories = Table(
@@ -64,6 +66,12 @@ repositories = Table(
     Column("flat_alias_prefix", String(255), unique=True),
     Column("is_catch_all", Boolean, nullable=False, server_default=false()),
     Column("host_name", String(255), unique=True),
+    # Which tags a cleanup run deletes (registry/cleanup.py `CleanupPolicy`); NULL: none.
+    Column("cleanup_policy", JSON),
+    # Proxy repositories: cached content evicted when not pulled for this long, and least
+    # recently pulled first while the cache holds more than this.
+    Column("cache_max_age_days", Integer),
+    Column("cache_max_bytes", BigInteger),
     # Garbage collection: whether manifests no tag, index or referrer needs are kept
     # ('keep') or removed ('delete').
     Column("untagged_manifests", String(10), nullable=False, server_default="keep"),
@@ -121,6 +129,9 @@ manifests = Table(
     Column("subject_digest", DIGEST),
     Column("annotations", JSON),
     Column("created_at", Double, nullable=False),
+    # Pulls by tag or digest (HEAD is not a pull), flushed in batches: see registry/pulls.py.
+    Column("last_pulled_at", Double),
+    Column("pull_count", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("image_id", "digest"),
     Index(None, "image_id", "subject_digest"),
     # Whether any image holds a manifest (integrity checks, collection).
@@ -146,6 +157,8 @@ tags = Table(
     Column("updated_at", Double, nullable=False),
     # In a proxy repository, when the upstream last confirmed the tag's digest.
     Column("checked_at", Double),
+    Column("last_pulled_at", Double),
+    Column("pull_count", BigInteger, nullable=False, server_default=text("0")),
 )
 
 uploads = Table(

@@ -1,20 +1,19 @@
-"""What every store of queries shares: the engine, read and write transactions."""
+"""What every store of queries shares: the database, read and write transactions."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cargohold.db.engine import WRITE
+from cargohold.db.engine import Database, Reader, Writer
 from cargohold.db.schema import blobs, manifests
 
 
-def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+def dialect_insert(conn: Writer, table: Table) -> Any:
     """An INSERT with the engine's ON CONFLICT clauses (SQLite and PostgreSQL share them)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
@@ -25,31 +24,25 @@ class AlreadyExists(Exception):
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn, conn.begin():
-            yield conn
+    def _read(self) -> AbstractAsyncContextManager[Reader]:
+        return self._database.read()
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            await conn.execution_options(**{WRITE: True})
-            async with conn.begin():
-                yield conn
+    def _write(self) -> AbstractAsyncContextManager[Writer]:
+        return self._database.write()
 
     @staticmethod
     async def _insert_ignoring_duplicates(
-        conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+        conn: Writer, table: Table, rows: Sequence[dict[str, Any]]
     ) -> None:
         if not rows:
             return
         await conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(), list(rows))
 
     @staticmethod
-    async def _described_among(conn: AsyncConnection, digests: Collection[str]) -> set[str]:
+    async def _described_among(conn: Reader, digests: Collection[str]) -> set[str]:
         """Those of `digests` that a blob row or a manifest row (of any image) describes."""
         found = set(
             (

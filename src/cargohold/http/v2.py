@@ -123,6 +123,8 @@ async def get_manifest(request: web.Request) -> web.Response:
         headers = _proxy_headers(request, target, served.warning)
     else:
         manifest = await services.manifests.get(target, reference, accepted)
+    if request.method == "GET":
+        await services.pulls.record(target, reference, manifest.digest)
     return web.Response(
         body=manifest.body,
         headers={

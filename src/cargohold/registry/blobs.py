@@ -8,6 +8,7 @@ from pathlib import Path
 from cargohold.db.metadata import MetadataStore, StillReferenced
 from cargohold.oci.digest import Digest
 from cargohold.oci.errors import ErrorCode, RegistryError
+from cargohold.registry.quotas import quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -51,7 +52,11 @@ class BlobService:
             return None
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
-        if not await self._metadata.mount_blob(source_id, image_id, digest):
+        with quota_denials("blob"):
+            mounted = await self._metadata.mount_blob(
+                source_id, image_id, digest, quota_project=target.repository.project_id
+            )
+        if not mounted:
             return None
         return digest
 

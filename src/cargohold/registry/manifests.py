@@ -22,6 +22,7 @@ from cargohold.oci.names import parse_reference, validate_tag
 from cargohold.registry.cache import ContentCache
 from cargohold.registry.content import StoredContent
 from cargohold.registry.prefixes import PrefixTable
+from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -137,8 +138,11 @@ class ManifestService:
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
         new = _new_manifest(digest, len(body), manifest)
+        await check_room(self._metadata, target, digest, len(body), "manifest")
         try:
-            await self._keep(image_id, new, body, tag_names, checked_upstream=False)
+            await self._keep(
+                image_id, new, body, tag_names, quota_project=target.repository.project_id
+            )
         except MissingReferences as error:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
@@ -166,21 +170,26 @@ class ManifestService:
         body: bytes,
         tag_names: Sequence[str],
         *,
-        checked_upstream: bool,
+        checked_upstream: bool = False,
+        quota_project: int | None = None,
     ) -> None:
+        """Store a manifest; `quota_project` is checked in the transaction that links it."""
         # The bytes first: a row is never visible before what it describes. A proxy's
         # manifest may point to what is fetched later; a pushed one may not.
         try:
             async with self._content.hold(new.digest):
                 await self._blob_store.put_bytes(new.digest, body)
-                await self._metadata.put_manifest(
-                    image_id,
-                    new,
-                    tag_names,
-                    checked_upstream=checked_upstream,
-                    require_references=not checked_upstream,
-                )
-        except MissingReferences:
+                with quota_denials("manifest"):
+                    await self._metadata.put_manifest(
+                        image_id,
+                        new,
+                        tag_names,
+                        checked_upstream=checked_upstream,
+                        quota_project=quota_project,
+                        require_references=not checked_upstream,
+                    )
+        except (MissingReferences, RegistryError):
+            # Refused: the bytes go again, unless another image holds the same manifest.
             await self._content.remove_unless_described([new.digest])
             raise
         self._cache.put(new.digest, body)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord
+from cargohold.db.metadata import MetadataStore, ProjectRecord, RepositoryRecord, TagRecord
 from cargohold.db.store import AlreadyExists
 from cargohold.registry.errors import Conflict, InvalidInput, NotFound
+from cargohold.registry.policies import CleanupPolicy
 from cargohold.registry.prefixes import (
     PrefixClash,
     PrefixError,
@@ -43,6 +45,20 @@ def _check_component(what: str, value: str) -> None:
 
 
 DEFAULT_CACHE_TTL_SECONDS = 3600
+
+
+class Unchanged(enum.Enum):
+    """An update's value for a setting it leaves as it is, where None removes the setting."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+def _check_quota(quota_bytes: int | None) -> None:
+    if quota_bytes is not None and quota_bytes < 0:
+        raise InvalidInput("quota_bytes must be zero or more bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +130,49 @@ class FlatRouting:
             raise InvalidInput(str(error)) from None
 
 
+def _lifecycle_values(
+    repository: RepositoryRecord,
+    cleanup_policy: CleanupPolicy | Unchanged | None,
+    cache_max_age_days: int | Unchanged | None,
+    cache_max_bytes: int | Unchanged | None,
+) -> dict[str, object]:
+    """The columns of the cleanup policy (hosted) and cache limits (proxy) to change."""
+    values: dict[str, object] = {}
+    if cleanup_policy is not UNCHANGED:
+        if cleanup_policy is not None and repository.is_proxy:
+            raise InvalidInput(
+                "cleanup policies are for hosted repositories; a proxy's cache is bounded by"
+                " cache_max_age_days and cache_max_bytes"
+            )
+        values["cleanup_policy"] = (
+            None if cleanup_policy is None else cleanup_policy.checked().to_json()
+        )
+    for column, limit in (
+        ("cache_max_age_days", cache_max_age_days),
+        ("cache_max_bytes", cache_max_bytes),
+    ):
+        if limit is UNCHANGED:
+            continue
+        if limit is not None and not repository.is_proxy:
+            raise InvalidInput(f"only a proxy repository has {column}")
+        if limit is not None and limit < 0:
+            raise InvalidInput(f"{column} must be zero or more")
+        values[column] = limit
+    return values
+
+
 class ProjectService:
     def __init__(self, metadata: MetadataStore, router: NameRouter) -> None:
         self._metadata = metadata
         self._router = router
 
-    async def create_project(self, name: str, anonymous_read: bool = False) -> ProjectRecord:
+    async def create_project(
+        self, name: str, anonymous_read: bool = False, quota_bytes: int | None = None
+    ) -> ProjectRecord:
         _check_component("project", name)
+        _check_quota(quota_bytes)
         try:
-            return await self._metadata.create_project(name, anonymous_read)
+            return await self._metadata.create_project(name, anonymous_read, quota_bytes)
         except AlreadyExists:
             raise Conflict(f"project {name!r} already exists") from None
 
@@ -135,8 +185,26 @@ class ProjectService:
             raise NotFound(f"project {name!r} does not exist")
         return project
 
-    async def update_project(self, name: str, *, anonymous_read: bool) -> ProjectRecord:
-        if not await self._metadata.update_project(name, anonymous_read=anonymous_read):
+    async def usage(self, projects: list[ProjectRecord]) -> dict[int, int]:
+        """Bytes each project's hosted repositories hold, by project id."""
+        used = await self._metadata.project_usage([project.id for project in projects])
+        return {project.id: used.get(project.id, 0) for project in projects}
+
+    async def update_project(
+        self,
+        name: str,
+        *,
+        anonymous_read: bool | None = None,
+        quota_bytes: int | Unchanged | None = UNCHANGED,
+    ) -> ProjectRecord:
+        """Change what is given (a quota of None: unlimited)."""
+        values: dict[str, object] = {}
+        if anonymous_read is not None:
+            values["anonymous_read"] = anonymous_read
+        if quota_bytes is not UNCHANGED:
+            _check_quota(quota_bytes)
+            values["quota_bytes"] = quota_bytes
+        if values and not await self._metadata.update_project(name, **values):
             raise NotFound(f"project {name!r} does not exist")
         self._router.invalidate()
         return await self.get_project(name)
@@ -215,6 +283,10 @@ class ProjectService:
             raise NotFound(f"repository {project_name}/{name} does not exist")
         return repository
 
+    async def tags(self, repository: RepositoryRecord) -> list[TagRecord]:
+        """Every tag of the repository, with its pull statistics."""
+        return await self._metadata.tag_records(repository.id)
+
     async def update_repository(
         self,
         project_name: str,
@@ -228,12 +300,16 @@ class ProjectService:
         flat_alias_prefix: str | None = None,
         is_catch_all: bool | None = None,
         host_name: str | None = None,
+        cleanup_policy: CleanupPolicy | Unchanged | None = UNCHANGED,
+        cache_max_age_days: int | Unchanged | None = UNCHANGED,
+        cache_max_bytes: int | Unchanged | None = UNCHANGED,
         untagged_manifests: str | None = None,
     ) -> RepositoryRecord:
         """Change what is given; None leaves a setting as it is (an empty alias prefix or host
-        name removes it)."""
+        name removes it), except for the lifecycle settings, where None removes the setting
+        and UNCHANGED leaves it."""
         repository = await self.get_repository(project_name, name)
-        values: dict[str, object] = {}
+        values = _lifecycle_values(repository, cleanup_policy, cache_max_age_days, cache_max_bytes)
         if (flat_alias_prefix, is_catch_all, host_name) != (None, None, None):
             routing = FlatRouting(
                 repository.flat_alias_prefix if flat_alias_prefix is None else flat_alias_prefix,

@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cargohold.auth.accounts import AccountService
 from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import create_engine_for
+from cargohold.db.engine import Database
 from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
+from cargohold.registry.cleanup import CleanupService
 from cargohold.registry.content import StoredContent
 from cargohold.registry.gc import GarbageCollector
 from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
+from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
 from cargohold.registry.singleflight import SingleFlight
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     metadata: MetadataStore
     accounts: AccountStore
     store: BlobStore
@@ -45,17 +48,24 @@ class Services:
     manifests: ManifestService
     proxy: ProxyService
     integrity: FsckService
+    pulls: PullRecorder
+    cleanup: CleanupService
     gc: GarbageCollector
 
     async def close(self) -> None:
+        # Pulls counted since the last write are kept, not lost with the process.
+        try:
+            await self.pulls.flush()
+        except Exception:
+            log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
-        await self.engine.dispose()
+        await self.database.dispose()
 
 
 async def build_services(settings: Settings) -> Services:
-    engine = create_engine_for(settings.metadata_url)
-    metadata = MetadataStore(engine)
-    accounts = AccountStore(engine)
+    database = Database(settings.metadata_url)
+    metadata = MetadataStore(database)
+    accounts = AccountStore(database)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
     content = StoredContent(metadata, store, SingleFlight(settings.lock_dir))
@@ -74,9 +84,15 @@ async def build_services(settings: Settings) -> Services:
         metadata, store, router, content, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
+    pulls = PullRecorder(
+        metadata,
+        router,
+        flush_seconds=settings.pull_stats_flush_seconds,
+        max_pending=settings.pull_stats_max_pending,
+    )
     return Services(
         settings=settings,
-        engine=engine,
+        database=database,
         metadata=metadata,
         accounts=accounts,
         store=store,
@@ -103,9 +119,11 @@ async def build_services(settings: Settings) -> Services:
             docker_hub_hosts=settings.docker_hub_hosts,
         ),
         integrity=FsckService(
-            IntegrityStore(engine), store, upload_ttl_seconds=settings.upload_ttl_seconds
+            IntegrityStore(database), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
+        pulls=pulls,
+        cleanup=CleanupService(metadata, pulls, content),
         gc=GarbageCollector(
-            GcStore(engine), store, content, grace_seconds=settings.gc_grace_seconds
+            GcStore(database), store, content, grace_seconds=settings.gc_grace_seconds
         ),
     )

@@ -21,6 +21,7 @@ from cargohold.oci.digest import Digest, new_hasher
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.ranges import ChunkRange, upload_range_header
 from cargohold.registry.content import StoredContent
+from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
 
@@ -109,17 +110,20 @@ class UploadService:
     ) -> UploadStatus:
         async with self._lock(upload_id):
             record, received = await self._session(target, upload_id)
-            received = await self._append(record, received, body, chunk, content_length)
+            received = await self._append(target, record, received, body, chunk, content_length)
             return UploadStatus(upload_id, received)
 
     async def _append(
         self,
+        target: Target,
         record: UploadRecord,
         received: int,
         body: AsyncIterable[bytes],
         chunk: ChunkRange | None,
         content_length: int | None,
+        digest: str | None = None,
     ) -> int:
+        """Store a chunk; `digest` is the blob's, when the request names it."""
         if chunk is not None:
             if chunk.start != received:
                 raise RegistryError(
@@ -136,6 +140,10 @@ class UploadService:
                     f" {chunk.start}-{chunk.end}",
                 )
             body = _at_most(body, chunk.length)
+        declared = chunk.length if chunk is not None else content_length
+        if declared:
+            # Refused before a byte is stored.
+            await check_room(self._metadata, target, digest, received + declared)
         running = self._hashes.get(record.id)
         if running is not None and running.offset != received:
             running = None
@@ -167,7 +175,9 @@ class UploadService:
         async with self._lock(upload_id):
             record, received = await self._session(target, upload_id)
             if body is not None:
-                received = await self._append(record, received, body, chunk, content_length)
+                received = await self._append(
+                    target, record, received, body, chunk, content_length, str(expected)
+                )
             actual = await self._digest(record, received, expected.algorithm)
             if actual != str(expected):
                 await self._drop(upload_id)
@@ -177,10 +187,29 @@ class UploadService:
                     " the upload was discarded",
                     detail={"expected": str(expected), "actual": actual},
                 )
-            async with self._content.hold(actual):
-                await self._store.commit_upload(upload_id, actual)
-                await self._metadata.link_blob(record.image_id, actual, received)
-            await self._drop(upload_id)
+            try:
+                await check_room(self._metadata, target, actual, received)
+            except RegistryError:
+                await self._drop(upload_id)
+                raise
+            try:
+                async with self._content.hold(actual):
+                    await self._store.commit_upload(upload_id, actual)
+                    # Checked again in the link's transaction, so that concurrent pushes
+                    # never overshoot.
+                    with quota_denials("blob"):
+                        await self._metadata.link_blob(
+                            record.image_id,
+                            actual,
+                            received,
+                            quota_project=target.repository.project_id,
+                        )
+            except RegistryError:
+                # Refused by the quota: the bytes go again, unless another image holds them.
+                await self._content.remove_unless_described([actual])
+                raise
+            finally:
+                await self._drop(upload_id)
         self._locks.pop(upload_id, None)
         return actual
 

@@ -39,11 +39,13 @@ ROBOT = RobotRecord(
 
 
 def test_project() -> None:
-    project = Project.of(ProjectRecord(1, "team", 1700000000.9, True))
+    project = Project.of(ProjectRecord(1, "team", 1700000000.9, True, 10_000), 4_000)
     assert project.model_dump() == {
         "name": "team",
         "anonymous_read": True,
         "created_at": 1700000000,
+        "quota_bytes": 10_000,
+        "usage_bytes": 4_000,
     }
 
 
@@ -63,6 +65,9 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
         "anonymous_read": False,
         "untagged_manifests": "keep",
         "created_at": 1700000000,
+        "cleanup_policy": None,
+        "cache_max_age_days": None,
+        "cache_max_bytes": None,
     }
 
 

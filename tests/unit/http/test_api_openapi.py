@@ -100,10 +100,19 @@ def test_the_contract_fields_are_in_the_schemas() -> None:
     assert set(schemas["Repository"]["properties"]) == save_fields | policy | {
         "created_at",
         "has_upstream_credentials",
+        "cleanup_policy",
+        "cache_max_age_days",
+        "cache_max_bytes",
     }
     assert set(schemas["RepositoryCreate"]["required"]) == {"project", "name"}
     assert schemas["RepositoryCreate"]["additionalProperties"] is False
-    assert set(schemas["Project"]["properties"]) == {"name", "anonymous_read", "created_at"}
+    assert set(schemas["Project"]["properties"]) == {
+        "name",
+        "anonymous_read",
+        "created_at",
+        "quota_bytes",
+        "usage_bytes",
+    }
     assert set(schemas["User"]["properties"]) == {"name", "is_admin", "disabled", "created_at"}
     assert set(schemas["CreatedUser"]["properties"]) == {
         "name",
@@ -172,4 +181,9 @@ def test_a_document_of_a_small_table() -> None:
     assert get["parameters"] == [
         {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     ]
-    assert set(doc["components"]["schemas"]) == {"Error", "Repository", "RepositoryCreate"}
+    assert set(doc["components"]["schemas"]) == {
+        "Error",
+        "Repository",
+        "RepositoryCreate",
+        "CleanupPolicyBody",
+    }

@@ -38,6 +38,8 @@ CONTRACT = {
     ("POST", "/repos"),
     ("GET", "/repos/{project}/{name}"),
     ("PATCH", "/repos/{project}/{name}"),
+    ("GET", "/repos/{project}/{name}/tags"),
+    ("POST", "/repos/{project}/{name}/cleanup"),
     ("GET", "/users"),
     ("POST", "/users"),
     ("GET", "/users/{name}"),

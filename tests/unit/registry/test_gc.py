@@ -96,7 +96,9 @@ def stored(services: Services, digest: str) -> bool:
 
 def collector(services: Services, **options: Any) -> GarbageCollector:
     settings: dict[str, Any] = {"grace_seconds": 0.0, **options}
-    return GarbageCollector(GcStore(services.engine), services.store, services.content, **settings)
+    return GarbageCollector(
+        GcStore(services.database), services.store, services.content, **settings
+    )
 
 
 async def pull_whole(services: Services, name: str, image: Pushed) -> None:
@@ -207,7 +209,7 @@ def test_the_grace_period_protects_recent_uploads_and_manifests(tmp_path: Path) 
 
         # Linked again (uploaded or mounted), a blob's grace period starts again.
         an_hour_ago = time.time() - 3601
-        async with services.engine.begin() as conn:
+        async with services.database.write() as conn:
             for table in (image_blobs, blobs, manifests):
                 await conn.execute(update(table).values(created_at=an_hour_ago))
         await push_blob(services, target, lone_bytes)
@@ -264,7 +266,7 @@ def test_batches_of_any_size_collect_the_same(tmp_path: Path, batch_size: int) -
 def test_one_collection_at_a_time(tmp_path: Path) -> None:
     async def scenario(services: Services) -> None:
         first, second = collector(services), collector(services)
-        queries = GcStore(services.engine)
+        queries = GcStore(services.database)
         assert await queries.take_lease(LEASE, "another-node:1", 60) is None
         with pytest.raises(CollectionRunning) as running:
             await first.run()
@@ -273,7 +275,7 @@ def test_one_collection_at_a_time(tmp_path: Path) -> None:
         assert (await first.run(dry_run=True)).dry_run, "a dry run needs no lease"
 
         # A holder that died: its lease lapses.
-        async with services.engine.begin() as conn:
+        async with services.database.write() as conn:
             await conn.execute(update(maintenance_leases).values(expires_at=time.time() - 1))
         await first.run()
         # Given back: another process may collect at once, but a scheduled run waits.

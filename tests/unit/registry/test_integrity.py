@@ -120,7 +120,7 @@ def run(tmp_path: Path, scenario: Scenario) -> None:
 def fsck(services: Services, **options: Any) -> FsckService:
     """A check with its own settings (time to live, grace period, batch size)."""
     settings: dict[str, Any] = {"upload_ttl_seconds": 86400, **options}
-    return FsckService(IntegrityStore(services.engine), services.store, **settings)
+    return FsckService(IntegrityStore(services.database), services.store, **settings)
 
 
 def assert_problems(report: FsckReport, **expected: int) -> None:
@@ -227,7 +227,7 @@ def test_rows_whose_bytes_are_gone_are_removed_with_the_tags_of_a_manifest(
 
         repaired = await services.integrity.run(repair=True)
         assert all(entry.repaired for entry in repaired.missing) and repaired.exit_code == 0
-        async with services.engine.connect() as conn:
+        async with services.database.read() as conn:
             assert (
                 await conn.execute(select(blobs).where(blobs.c.digest == image.layers[0]))
             ).first() is None
@@ -339,7 +339,7 @@ def test_dangling_tags_and_wrong_sizes_are_repaired(tmp_path: Path) -> None:
             (await services.router.resolve(IMAGE)).repository.id, "web"
         )
         nowhere = sha256(b"no such manifest")
-        async with services.engine.begin() as conn:
+        async with services.database.write() as conn:
             await conn.execute(
                 insert(tags).values(image_id=image_id, name="gone", digest=nowhere, updated_at=0)
             )
@@ -384,7 +384,7 @@ def test_a_proxy_cache_may_hold_manifests_without_their_blobs(tmp_path: Path) ->
 def test_a_hosted_manifest_whose_blob_link_was_lost_is_a_warning(tmp_path: Path) -> None:
     async def scenario(services: Services) -> None:
         image = await push_image(services)
-        async with services.engine.begin() as conn:
+        async with services.database.write() as conn:
             await conn.execute(image_blobs.delete().where(image_blobs.c.digest == image.config))
         report = await services.integrity.run(repair=True)
         assert report.clean and report.exit_code == 0
@@ -402,7 +402,7 @@ def test_unreadable_bytes_and_invalid_digests_count_as_corrupt(tmp_path: Path) -
         path.unlink()
         path.mkdir()  # opening it fails, as a bad sector or a lost permission would
         invalid = "sha256:NOT-HEX"
-        async with services.engine.begin() as conn:
+        async with services.database.write() as conn:
             await conn.execute(insert(blobs).values(digest=invalid, size=1, created_at=0))
 
         report = await services.integrity.run()

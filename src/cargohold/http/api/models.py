@@ -6,14 +6,16 @@ keep them as they are. Times are whole seconds since the epoch (UTC).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cargohold.auth.accounts import MIN_PASSWORD_LENGTH, GrantSpec
 from cargohold.auth.principals import ROBOT_PREFIX
 from cargohold.db.accounts import GrantRecord, MemberRecord, RobotRecord, UserRecord
-from cargohold.db.metadata import ProjectRecord, RepositoryRecord
+from cargohold.db.metadata import ProjectRecord, RepositoryRecord, TagRecord
+from cargohold.registry.cleanup import CleanupReport
+from cargohold.registry.policies import CleanupPolicy
 
 Action = Literal["pull", "push", "delete"]
 Role = Literal["reader", "developer", "maintainer", "admin"]
@@ -49,30 +51,80 @@ class Error(ResponseBody):
 # Projects
 
 
+Bytes = Annotated[int, Field(ge=0)]
+
+
 class Project(ResponseBody):
     name: str
     anonymous_read: bool
     created_at: int
+    quota_bytes: int | None = Field(
+        description="bytes the project's hosted repositories may hold; null: unlimited"
+    )
+    usage_bytes: int = Field(
+        description="bytes its hosted repositories hold, each blob and manifest counted once"
+    )
 
     @classmethod
-    def of(cls, record: ProjectRecord) -> Project:
+    def of(cls, record: ProjectRecord, usage_bytes: int) -> Project:
         return cls(
             name=record.name,
             anonymous_read=record.anonymous_read,
             created_at=int(record.created_at),
+            quota_bytes=record.quota_bytes,
+            usage_bytes=usage_bytes,
         )
 
 
 class ProjectCreate(RequestBody):
     name: str
     anonymous_read: bool = False
+    quota_bytes: Bytes | None = Field(default=None, description="null: unlimited")
 
 
 class ProjectUpdate(RequestBody):
     anonymous_read: bool | None = None
+    quota_bytes: Bytes | None = Field(
+        default=None, description="null removes the quota; absent leaves it as it is"
+    )
 
 
 # Repositories
+
+
+Days = Annotated[float, Field(ge=0)]
+
+
+class CleanupPolicyBody(RequestBody):
+    """Which tags a cleanup run deletes: of the tags that match `match_patterns` (all when
+    empty) and none of `keep_patterns` (regular expressions matching whole tags), those for
+    which every rule set holds. Deleted tags leave their manifests to garbage collection."""
+
+    keep_last: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="keep the N most recently pushed tags of each image"
+    )
+    older_than_days: Days | None = Field(
+        default=None, description="delete tags pushed more than this many days ago"
+    )
+    unpulled_days: Days | None = Field(
+        default=None,
+        description="delete tags not pulled for this many days (never pulled: since pushed)",
+    )
+    keep_patterns: list[str] = Field(default_factory=list)
+    match_patterns: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, policy: CleanupPolicy | None) -> CleanupPolicyBody | None:
+        return None if policy is None else cls.model_validate(policy.to_json(), strict=False)
+
+    def policy(self) -> CleanupPolicy:
+        return CleanupPolicy(
+            self.keep_last,
+            self.older_than_days,
+            self.unpulled_days,
+            tuple(self.keep_patterns),
+            tuple(self.match_patterns),
+        )
 
 
 class Repository(ResponseBody):
@@ -90,6 +142,13 @@ class Repository(ResponseBody):
     anonymous_read: bool
     untagged_manifests: str
     created_at: int
+    cleanup_policy: CleanupPolicyBody | None
+    cache_max_age_days: int | None = Field(
+        description="a proxy evicts what was not pulled for this many days"
+    )
+    cache_max_bytes: int | None = Field(
+        description="a proxy evicts the least recently pulled while it holds more than this"
+    )
 
     @classmethod
     def of(cls, record: RepositoryRecord) -> Repository:
@@ -107,6 +166,9 @@ class Repository(ResponseBody):
             anonymous_read=record.anonymous_read,
             untagged_manifests=record.untagged_manifests,
             created_at=int(record.created_at),
+            cleanup_policy=CleanupPolicyBody.of(CleanupPolicy.from_json(record.cleanup_policy)),
+            cache_max_age_days=record.cache_max_age_days,
+            cache_max_bytes=record.cache_max_bytes,
         )
 
 
@@ -156,6 +218,80 @@ class RepositoryUpdate(RequestBody):
     untagged_manifests: UntaggedManifests | None = Field(
         default=None, description=UNTAGGED_MANIFESTS_HELP
     )
+    # null removes these; absent leaves them as they are.
+    cleanup_policy: CleanupPolicyBody | None = Field(
+        default=None, description="hosted repositories; replaces the policy, null removes it"
+    )
+    cache_max_age_days: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="proxy repositories; null removes the limit"
+    )
+    cache_max_bytes: Bytes | None = Field(
+        default=None, description="proxy repositories; null removes the limit"
+    )
+
+    def lifecycle(self) -> dict[str, Any]:
+        """The lifecycle settings the request names (None: remove), for update_repository."""
+        named = self.model_fields_set & {"cleanup_policy", "cache_max_age_days", "cache_max_bytes"}
+        values = {name: getattr(self, name) for name in named}
+        if values.get("cleanup_policy") is not None:
+            values["cleanup_policy"] = values["cleanup_policy"].policy()
+        return values
+
+
+class CleanupRun(RequestBody):
+    dry_run: bool = Field(default=False, description="report what would go; remove nothing")
+
+
+class DeletedTag(ResponseBody):
+    repository: str
+    image: str
+    tag: str
+    digest: str
+    reasons: list[str]
+
+
+class EvictedManifest(ResponseBody):
+    repository: str
+    image: str
+    digest: str
+    size: int
+    reasons: list[str]
+
+
+class CleanupResult(ResponseBody):
+    """What a cleanup run deleted (or, dry, would delete), and why."""
+
+    dry_run: bool
+    started_at: int
+    repositories: list[str] = Field(description="those with a policy or cache limits")
+    deleted_tags: list[DeletedTag]
+    evicted_manifests: list[EvictedManifest]
+
+    @classmethod
+    def of(cls, report: CleanupReport) -> CleanupResult:
+        return cls.model_validate({**report.to_json(), "started_at": int(report.started_at)})
+
+
+class Tag(ResponseBody):
+    image: str
+    tag: str
+    digest: str
+    updated_at: int = Field(description="when the tag was pushed or last moved")
+    last_pulled_at: int | None = Field(
+        description="the last manifest GET by this tag (written every few seconds); null: never"
+    )
+    pull_count: int
+
+    @classmethod
+    def of(cls, record: TagRecord) -> Tag:
+        return cls(
+            image=record.image,
+            tag=record.name,
+            digest=record.digest,
+            updated_at=int(record.updated_at),
+            last_pulled_at=_seconds(record.last_pulled_at),
+            pull_count=record.pull_count,
+        )
 
 
 # Project members

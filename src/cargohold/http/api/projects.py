@@ -7,6 +7,7 @@ change answers 403.
 from __future__ import annotations
 
 from cargohold.auth.management import (
+    cleans_repositories,
     is_system_admin,
     manages_project,
     sees_project,
@@ -15,6 +16,8 @@ from cargohold.auth.management import (
 from cargohold.db.metadata import ProjectRecord, RepositoryRecord
 from cargohold.http.api.errors import forbidden
 from cargohold.http.api.models import (
+    CleanupResult,
+    CleanupRun,
     Member,
     MemberRole,
     Project,
@@ -23,10 +26,11 @@ from cargohold.http.api.models import (
     Repository,
     RepositoryCreate,
     RepositoryUpdate,
+    Tag,
 )
 from cargohold.http.api.routing import Access, Call, Route, route, route_with_body
 from cargohold.registry.errors import NotFound
-from cargohold.registry.projects import FlatRouting, ProxySettings
+from cargohold.registry.projects import UNCHANGED, FlatRouting, ProxySettings
 
 
 async def _visible_project(call: Call, name: str) -> ProjectRecord:
@@ -55,31 +59,42 @@ async def _visible_repository(call: Call, project: str, name: str) -> Repository
 # Projects
 
 
+async def _shown(call: Call, projects: list[ProjectRecord]) -> list[Project]:
+    usage = await call.services.projects.usage(projects)
+    return [Project.of(project, usage[project.id]) for project in projects]
+
+
 async def list_projects(call: Call) -> list[Project]:
     repositories = await call.services.projects.list_repositories()
-    return [
-        Project.of(project)
-        for project in await call.services.projects.list_projects()
-        if sees_project(call.standing, project, repositories)
-    ]
+    return await _shown(
+        call,
+        [
+            project
+            for project in await call.services.projects.list_projects()
+            if sees_project(call.standing, project, repositories)
+        ],
+    )
 
 
 async def create_project(call: Call, body: ProjectCreate) -> Project:
-    project = await call.services.projects.create_project(body.name, body.anonymous_read)
-    return Project.of(project)
+    project = await call.services.projects.create_project(
+        body.name, body.anonymous_read, body.quota_bytes
+    )
+    return (await _shown(call, [project]))[0]
 
 
 async def get_project(call: Call) -> Project:
-    return Project.of(await _visible_project(call, call.param("project")))
+    return (await _shown(call, [await _visible_project(call, call.param("project"))]))[0]
 
 
 async def update_project(call: Call, body: ProjectUpdate) -> Project:
     project = await _managed_project(call, call.param("project"))
-    if body.anonymous_read is not None:
-        project = await call.services.projects.update_project(
-            project.name, anonymous_read=body.anonymous_read
-        )
-    return Project.of(project)
+    project = await call.services.projects.update_project(
+        project.name,
+        anonymous_read=body.anonymous_read,
+        quota_bytes=body.quota_bytes if "quota_bytes" in body.model_fields_set else UNCHANGED,
+    )
+    return (await _shown(call, [project]))[0]
 
 
 # Members
@@ -166,8 +181,27 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
         is_catch_all=body.is_catch_all,
         host_name=body.host_name,
         untagged_manifests=body.untagged_manifests,
+        **body.lifecycle(),
     )
     return Repository.of(repository)
+
+
+async def run_cleanup(call: Call, body: CleanupRun) -> CleanupResult:
+    repository = await _visible_repository(call, call.param("project"), call.param("name"))
+    if not cleans_repositories(call.standing, repository.project_id):
+        raise forbidden(
+            f"only administrators and maintainers of project {repository.project!r} may run"
+            " its cleanup"
+        )
+    report = await call.services.cleanup.run(
+        repository.project, repository.name, dry_run=body.dry_run
+    )
+    return CleanupResult.of(report)
+
+
+async def list_tags(call: Call) -> list[Tag]:
+    repository = await _visible_repository(call, call.param("project"), call.param("name"))
+    return [Tag.of(record) for record in await call.services.projects.tags(repository)]
 
 
 ROUTES: tuple[Route, ...] = (
@@ -268,5 +302,23 @@ ROUTES: tuple[Route, ...] = (
         response=Repository,
         access=Access.USER,
         errors=(409,),
+    ),
+    route(
+        "GET",
+        "/repos/{project}/{name}/tags",
+        list_tags,
+        summary="List a repository's tags with their pull statistics",
+        response=list[Tag],
+        access=Access.SIGNED_IN,
+    ),
+    route_with_body(
+        "POST",
+        "/repos/{project}/{name}/cleanup",
+        run_cleanup,
+        body=CleanupRun,
+        summary="Apply a repository's cleanup policy or cache limits, or report what they"
+        " would remove (system administrators, project administrators and maintainers)",
+        response=CleanupResult,
+        access=Access.USER,
     ),
 )
