@@ -159,7 +159,7 @@ def held_lease(server: Server) -> Iterator[None]:
 
 ROUNDS = 5
 PUSHERS = 4
-PUSH_ATTEMPTS = 10
+PUSH_ATTEMPTS = 20
 # Collections come this often: often enough to hit pushes in flight, seldom enough to let a
 # push through now and then (with no grace period, a collection between a blob's upload and
 # its manifest refuses the push).
