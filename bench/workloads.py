@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,8 +22,17 @@ from typing import Any
 
 import requests
 from tests.integration.clients import OciImage, Skopeo, oci_image
+from tests.integration.clients import run as run_command
 
 from bench import oci
+from bench.gcseed import (
+    BLOBS_PER_IMAGE,
+    make_images,
+    reference_blob,
+    reference_config,
+    seed_cargohold,
+    seed_reference,
+)
 from bench.httpio import Blob, Connection, write_random_file
 from bench.load import LoadResult, hey
 from bench.procstat import Meter, Usage
@@ -50,6 +60,8 @@ class Sizes:
     small_layer_size: int
     proxy_layers: int
     proxy_layer_size: int
+    gc_blobs: int
+    """Blobs in the store that garbage collection goes over, 1% of them garbage."""
 
 
 FULL = Sizes(
@@ -69,6 +81,7 @@ FULL = Sizes(
     small_layer_size=64 * 1024,
     proxy_layers=20,
     proxy_layer_size=10 * MiB,
+    gc_blobs=100_000,
 )
 
 QUICK = Sizes(
@@ -88,6 +101,7 @@ QUICK = Sizes(
     small_layer_size=64 * 1024,
     proxy_layers=2,
     proxy_layer_size=1 * MiB,
+    gc_blobs=10_000,
 )
 
 
@@ -585,6 +599,72 @@ class ProxyPull(Workload):
         return Result(_mib_per_s(size, probe.seconds), {"bytes": size, "source": source})
 
 
+# --- garbage collection -------------------------------------------------------------------------
+
+
+class GarbageCollection(Workload):
+    """Cargohold: `POST /api/v1/gc` on the running server (online, charged to the server's
+    processes). Reference: `registry garbage-collect` over a storage folder of its own that
+    holds the same images (distribution collects offline only: with no server pushing); it
+    is not a server process, so its CPU is in the run's details, not the CPU column.
+
+    The store is seeded once (`bench/gcseed.py`); each round adds the garbage, images whose
+    manifest is gone, so that every round collects 1% of `gc_blobs`."""
+
+    key = "gc"
+    unit = "blobs/s"
+
+    def setup(self, bench: Bench) -> None:
+        s = bench.sizes
+        image_count = s.gc_blobs // BLOBS_PER_IMAGE
+        self.garbage_images = max(1, image_count // 100)
+        self.title = f"garbage collection, {s.gc_blobs:,} blobs with 1% garbage"
+        self.storage = bench.folder("reference-gc")
+        self.config = reference_config(self.storage, bench.workdir / "reference-gc.yml")
+        if "gc" not in bench.done:
+            self._seed(bench, make_images("kept", image_count - self.garbage_images, garbage=False))
+            bench.done.add("gc")
+
+    def _seed(self, bench: Bench, images: list[Any]) -> None:
+        project, repository = HOSTED.split("/")
+        seed_cargohold(bench.cargohold.server.data_dir, project, repository, images)
+        seed_reference(self.storage, HOSTED, images)
+
+    def prepare(self, bench: Bench, round_: int) -> None:
+        self.garbage = make_images(f"r{round_}", self.garbage_images, garbage=True)
+        self._seed(bench, self.garbage)
+
+    def run(self, bench: Bench, side: Side, round_: int, probe: Probe) -> Result:
+        garbage = self.garbage_images * BLOBS_PER_IMAGE
+        if isinstance(side, Cargohold):
+            with probe.timed():
+                response = requests.post(
+                    f"{side.url}/api/v1/gc",
+                    json={"dry_run": False},
+                    auth=side.server.admin_auth,
+                    timeout=3600,
+                )
+            response.raise_for_status()
+            report = response.json()
+            if len(report["blobs"]) < garbage:
+                raise RuntimeError(f"collected {len(report['blobs'])} blobs of {garbage}")
+            detail = {
+                "blobs_removed": len(report["blobs"]),
+                "links_removed": report["links"],
+                "bytes_freed": report["bytes_freed"],
+            }
+        else:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with probe.timed():
+                run_command(["docker-registry", "garbage-collect", self.config], timeout=3600)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            if any(reference_blob(self.storage, data).exists() for data in self.garbage[0].blobs):
+                raise RuntimeError("registry garbage-collect left garbage")
+            detail = {"collector_cpu_seconds": round(cpu, 3)}
+        return Result(bench.sizes.gc_blobs / probe.seconds, detail)
+
+
 def all_workloads() -> list[Workload]:
     return [
         BlobPush(chunked=False),
@@ -604,4 +684,5 @@ def all_workloads() -> list[Workload]:
         ProxyPull("cold"),
         ProxyPull("warm"),
         ProxyPull("hosted"),
+        GarbageCollection(),
     ]

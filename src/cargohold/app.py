@@ -29,6 +29,17 @@ async def _sweep(services: Services, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _collect_garbage(services: Services, interval: float) -> None:
+    """Scheduled garbage collection: each worker wakes up once an interval; the lease in
+    the database lets one of them, on one node, collect."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await services.gc.run_if_due(interval)
+        except Exception:
+            log.exception("garbage collection failed; trying again at the next interval")
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
 
@@ -45,6 +56,10 @@ def create_app(settings: Settings) -> web.Application:
         if settings.cleanup_policy_interval_seconds:
             interval = settings.cleanup_policy_interval_seconds
             background.append(asyncio.create_task(services.cleanup.run_every(interval)))
+        if settings.gc_interval_seconds:
+            background.append(
+                asyncio.create_task(_collect_garbage(services, settings.gc_interval_seconds))
+            )
         yield
         for task in background:
             task.cancel()

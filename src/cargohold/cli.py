@@ -31,9 +31,16 @@ from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
 from cargohold.db.engine import migrate
 from cargohold.registry.errors import InvalidInput, ManagementError
+from cargohold.registry.gc import GcReport
 from cargohold.registry.integrity import FsckReport, human_size
 from cargohold.registry.policies import CleanupPolicy
-from cargohold.registry.projects import UNCHANGED, FlatRouting, ProxySettings, Unchanged
+from cargohold.registry.projects import (
+    UNCHANGED,
+    UNTAGGED_MANIFEST_POLICIES,
+    FlatRouting,
+    ProxySettings,
+    Unchanged,
+)
 from cargohold.registry.quotas import parse_size
 from cargohold.registry.services import Services, build_services
 
@@ -197,6 +204,7 @@ async def repo_create(services: Services, args: argparse.Namespace) -> None:
             args.remote_url, args.cache_ttl, args.upstream_username, args.upstream_password
         ),
         routing=FlatRouting(args.flat_alias_prefix, args.catch_all, args.host_name),
+        untagged_manifests=args.untagged_manifests,
     )
     _say(f"created {repository.kind} repository {repository.project}/{repository.name}")
 
@@ -239,12 +247,16 @@ async def repo_update(services: Services, args: argparse.Namespace) -> None:
         flat_alias_prefix=args.flat_alias_prefix,
         is_catch_all=args.catch_all,
         host_name=args.host_name,
+        untagged_manifests=args.untagged_manifests,
         cleanup_policy=_cleanup_policy(args),
         cache_max_age_days=_cache_limit(args.cache_max_age_days, _days),
         cache_max_bytes=_cache_limit(args.cache_max_bytes, parse_size),
     )
     state = "on" if repository.anonymous_read else "off"
-    _say(f"repository {repository.project}/{repository.name}: anonymous read {state}")
+    _say(
+        f"repository {repository.project}/{repository.name}: anonymous read {state},"
+        f" untagged manifests: {repository.untagged_manifests}"
+    )
     if repository.cleanup_policy is not None:
         _say(f"cleanup policy: {json.dumps(repository.cleanup_policy)}")
 
@@ -268,6 +280,8 @@ async def repo_list(services: Services, args: argparse.Namespace) -> None:
             details.append(f"cache_max_age_days={repository.cache_max_age_days}")
         if repository.cache_max_bytes is not None:
             details.append(f"cache_max_bytes={repository.cache_max_bytes}")
+        if repository.untagged_manifests != "keep":
+            details.append(f"untagged_manifests={repository.untagged_manifests}")
         print(
             f"{repository.project}/{repository.name}\t{repository.kind}\t{repository.format}"
             f"\t{' '.join(details)}"
@@ -441,6 +455,31 @@ async def fsck(services: Services, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+# Garbage collection
+
+
+def _gc_summary(report: GcReport) -> list[str]:
+    """The report for people: what went (or would go), one line each, then the totals."""
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [f"manifest: {entry.image}@{entry.digest}" for entry in report.manifests]
+    lines += [f"blob: {entry.digest} ({entry.size} bytes)" for entry in report.blobs]
+    lines.append(
+        f"{'dry run: ' if report.dry_run else ''}{verb} {len(report.manifests)} manifests,"
+        f" {report.links} links of images to unused blobs, {len(report.blobs)} blobs and"
+        f" {report.files} stored files ({human_size(report.bytes_freed)}) in"
+        f" {report.seconds:.1f}s; content younger than {report.grace_seconds:g}s was left alone"
+    )
+    return lines
+
+
+async def gc(services: Services, args: argparse.Namespace) -> None:
+    report = await services.gc.run(dry_run=args.dry_run, grace_seconds=args.grace_seconds)
+    for line in _gc_summary(report):
+        _say(line)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+
+
 # Cleanup
 
 
@@ -495,6 +534,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--cache-ttl", type=int, help="seconds a cached tag is served unchecked")
         sub.add_argument("--upstream-username", help="the proxy's account upstream")
         sub.add_argument("--upstream-password", help="the proxy's password upstream")
+
+    def untagged_option(sub: argparse.ArgumentParser, default: str | None) -> None:
+        sub.add_argument(
+            "--untagged-manifests",
+            choices=UNTAGGED_MANIFEST_POLICIES,
+            default=default,
+            help="what garbage collection does with manifests no tag, index or referrer needs",
+        )
 
     def routing_options(sub: argparse.ArgumentParser, catch_all_default: bool | None) -> None:
         sub.add_argument(
@@ -583,12 +630,14 @@ def _parser() -> argparse.ArgumentParser:
     switch(sub, "anonymous-read", "let anyone pull from the repository", default=False)
     upstream_options(sub)
     routing_options(sub, catch_all_default=False)
+    untagged_option(sub, default="keep")
     sub = command(repo, "update", repo_update, "change a repository")
     sub.add_argument("project")
     sub.add_argument("name")
     switch(sub, "anonymous-read", "let anyone pull from the repository")
     upstream_options(sub)
     routing_options(sub, catch_all_default=None)
+    untagged_option(sub, default=None)
     lifecycle_options(sub)
     command(repo, "list", repo_list, "list repositories")
 
@@ -640,6 +689,22 @@ def _parser() -> argparse.ArgumentParser:
         " sweep stale upload sessions",
     )
     sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+    sub = command(
+        commands,
+        "gc",
+        gc,
+        "delete manifests and blobs that no tag, index or referrer needs (safe while serving)",
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
+    )
+    sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    sub.add_argument(
+        "--grace-seconds",
+        type=float,
+        help="leave content uploaded this recently alone (default: the gc_grace_seconds setting)",
+    )
 
     sub = command(
         commands,

@@ -53,6 +53,14 @@ class Settings(BaseModel):
     )
     proxy_timeout_seconds: float = Field(default=20.0, gt=0)
     proxy_not_found_seconds: float = Field(default=30.0, ge=0)
+    gc_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="garbage collection leaves content uploaded this recently alone",
+    )
+    gc_interval_seconds: int = Field(
+        default=0, ge=0, description="seconds between scheduled garbage collections; 0: never"
+    )
     cleanup_policy_interval_seconds: int = Field(
         default=3600,
         ge=0,
@@ -86,6 +94,11 @@ class Settings(BaseModel):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "storage"
+
+    @property
+    def lock_dir(self) -> Path:
+        """Lock files shared by the processes of one data folder."""
+        return self.data_dir / "locks"
 
 
 def load_settings(

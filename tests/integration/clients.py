@@ -1006,19 +1006,19 @@ class _Layout:
 
     def layer(self, size: int) -> tuple[Descriptor, str]:
         """A gzipped tar holding one file of ``size`` random bytes; returns it and its diff id."""
-        name = f"blob-{self.rng.getrandbits(64):016x}.bin"
-        tar_bytes = io.BytesIO()
-        with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = size, 0o644, 0
-            tar.addfile(info, io.BytesIO(self.rng.randbytes(size)))
-        diff = tar_bytes.getvalue()
-        desc = self.blob(gzip.compress(diff, compresslevel=1, mtime=0), OCI_LAYER)
+        return self.add_layer(_random_layer(self.rng, size))
+
+    def add_layer(self, data: bytes) -> tuple[Descriptor, str]:
+        """A gzipped tar layer as given; returns it and its diff id."""
+        desc = self.blob(data, OCI_LAYER)
         self.blobs.append(desc)
-        return desc, _sha256(diff)
+        return desc, _sha256(gzip.decompress(data))
 
     def image(self, platform: Platform, layers: int, layer_size: int) -> Descriptor:
-        written = [self.layer(layer_size) for _ in range(layers)]
+        return self.manifest(platform, [self.layer(layer_size) for _ in range(layers)])
+
+    def manifest(self, platform: Platform, written: Sequence[tuple[Descriptor, str]]) -> Descriptor:
+        """An image manifest (and its config) of layers written already, with their diff ids."""
         config = self.json_blob(
             {
                 "created": "1970-01-01T00:00:00Z",
@@ -1051,6 +1051,31 @@ class _Layout:
         entry.pop("platform", None)
         index["manifests"] = [*entries, entry]
         write_json(index_path, index)
+
+
+def _random_layer(rng: random.Random, size: int) -> bytes:
+    """A gzipped tar holding one file of ``size`` random bytes drawn from ``rng``."""
+    name = f"blob-{rng.getrandbits(64):016x}.bin"
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        tar.addfile(info, io.BytesIO(rng.randbytes(size)))
+    return gzip.compress(tar_bytes.getvalue(), compresslevel=1, mtime=0)
+
+
+def random_layer(size: int = 64 * 1024, *, seed: int | None = None) -> bytes:
+    """A gzipped tar layer holding one file of ``size`` random bytes, for `oci_image_of`."""
+    return _random_layer(random.Random(seed), size)
+
+
+def oci_image_of(layout: Path, tag: str, layers: Sequence[bytes]) -> OciImage:
+    """A linux/amd64 image of exactly ``layers`` (see `random_layer`) in the OCI layout
+    ``layout``: images made of the same layer share it."""
+    writer = _Layout(layout, None)
+    top = writer.manifest(("linux", "amd64"), [writer.add_layer(data) for data in layers])
+    writer.tag(top, tag)
+    return OciImage(layout, tag, top, (top,), tuple(writer.blobs))
 
 
 def oci_image(

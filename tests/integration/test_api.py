@@ -265,6 +265,7 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         ("patch", "/robots/{name}"),
         ("delete", "/robots/{name}"),
         ("post", "/robots/{name}/key"),
+        ("post", "/gc"),
         ("get", "/openapi.json"),
     }
     listed = {
@@ -297,6 +298,7 @@ def test_the_openapi_document_lists_every_route_with_its_schemas(anonymous: Api)
         "anonymous_read",
         "upstream_username",
         "upstream_password",
+        "untagged_manifests",
     }
     update = schemas["RepositoryUpdate"]["properties"]
     assert {"flat_alias_prefix", "is_catch_all", "host_name"} <= set(update)
@@ -382,6 +384,7 @@ def test_repository_lifecycle(api_server: Server, admin: Api, project: str) -> N
         "is_catch_all": False,
         "host_name": None,
         "anonymous_read": False,
+        "untagged_manifests": "keep",
     }
     created = ok(admin.post("/repos", body), 201)
     assert created == {

@@ -111,15 +111,7 @@ class IntegrityStore(Store):
     async def described_among(self, digests: Collection[str]) -> set[str]:
         """Those of `digests` that a blob row or a manifest row (of any image) describes."""
         async with self._read() as conn:
-            found = await _blob_rows_among(conn, digests)
-            found.update(
-                (
-                    await conn.execute(
-                        select(manifests.c.digest).distinct().where(manifests.c.digest.in_(digests))
-                    )
-                ).scalars()
-            )
-        return found
+            return await self._described_among(conn, digests)
 
     async def holders(self, digest: str) -> tuple[list[str], list[str]]:
         """The images (`project/repository/image`) that hold `digest`: as a blob, as a

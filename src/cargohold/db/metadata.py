@@ -39,7 +39,15 @@ from cargohold.db.schema import (
     tags,
     uploads,
 )
-from cargohold.db.store import AlreadyExists, Store
+from cargohold.db.store import AlreadyExists, Store, dialect_insert
+
+
+class MissingReferences(Exception):
+    """A manifest points to content its image does not hold: the digests, in `missing`."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = list(missing)
 
 
 class StillReferenced(Exception):
@@ -91,6 +99,7 @@ class RepositoryRecord:
     cleanup_policy: dict[str, Any] | None = None
     cache_max_age_days: int | None = None
     cache_max_bytes: int | None = None
+    untagged_manifests: str = "keep"
 
     @property
     def is_proxy(self) -> bool:
@@ -202,6 +211,7 @@ _REPOSITORY_COLUMNS = (
     repositories.c.cleanup_policy,
     repositories.c.cache_max_age_days,
     repositories.c.cache_max_bytes,
+    repositories.c.untagged_manifests,
 )
 _MANIFEST_COLUMNS = (
     manifests.c.id,
@@ -259,6 +269,46 @@ async def _refuse_if_referenced(
     by = list(users.scalars())
     if by:
         raise StillReferenced(by)
+
+
+async def _link(conn: Writer, image_id: int, digest: str, now: float) -> None:
+    await conn.execute(
+        dialect_insert(conn, image_blobs)
+        .values(image_id=image_id, digest=digest, created_at=now)
+        .on_conflict_do_update(
+            index_elements=[image_blobs.c.image_id, image_blobs.c.digest],
+            set_={"created_at": now},
+        )
+    )
+
+
+async def _missing_references(
+    conn: Writer,
+    image_id: int,
+    blob_digests: Iterable[str],
+    child_digests: Iterable[str],
+) -> list[str]:
+    """The digests among those given that the image holds neither as blob nor manifest."""
+    wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
+    have_blobs = set(
+        (
+            await conn.execute(
+                select(image_blobs.c.digest).where(
+                    image_blobs.c.image_id == image_id, image_blobs.c.digest.in_(wanted_blobs)
+                )
+            )
+        ).scalars()
+    )
+    have_children = set(
+        (
+            await conn.execute(
+                select(manifests.c.digest).where(
+                    manifests.c.image_id == image_id, manifests.c.digest.in_(wanted_children)
+                )
+            )
+        ).scalars()
+    )
+    return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
 
 
 def _hosted_content(project_ids: Collection[int] | None, digest: str | None = None) -> Any:
@@ -489,8 +539,9 @@ class MetadataStore(Store):
     async def link_blob(
         self, image_id: int, digest: str, size: int, *, quota_project: int | None = None
     ) -> None:
-        """Make a stored blob readable through an image; with `quota_project`, only if it
-        fits the project's quota (checked in the same transaction)."""
+        """Record a blob stored (the caller holds its content lock) and readable through the
+        image; with `quota_project`, only if it fits the project's quota (checked in the same
+        transaction). Linking it again starts the link's grace period again."""
         now = time.time()
         async with self._write() as conn:
             if quota_project is not None:
@@ -498,9 +549,34 @@ class MetadataStore(Store):
             await self._insert_ignoring_duplicates(
                 conn, blobs, [{"digest": digest, "size": size, "created_at": now}]
             )
-            await self._insert_ignoring_duplicates(
-                conn, image_blobs, [{"image_id": image_id, "digest": digest, "created_at": now}]
-            )
+            await _link(conn, image_id, digest, now)
+
+    async def mount_blob(
+        self,
+        source_image_id: int,
+        image_id: int,
+        digest: str,
+        *,
+        quota_project: int | None = None,
+    ) -> bool:
+        """Link a blob of the source image to another, if the source still holds it: in one
+        transaction, so that garbage collection cannot remove the blob in between; with
+        `quota_project`, only if it fits the project's quota."""
+        async with self._write() as conn:
+            size = await conn.execute(_BLOB_SIZE, {"image_id": source_image_id, "digest": digest})
+            held = size.scalar_one_or_none()
+            if held is None:
+                return False
+            if quota_project is not None:
+                await _check_quota(conn, quota_project, digest, held, lock=True)
+            await _link(conn, image_id, digest, time.time())
+            return True
+
+    async def described_among(self, digests: Collection[str]) -> set[str]:
+        """Those of `digests` whose stored bytes a blob row or a manifest row (of any image)
+        needs."""
+        async with self._read() as conn:
+            return await self._described_among(conn, digests)
 
     async def unlink_blob(self, image_id: int, digest: str) -> bool:
         """Remove a blob from an image, unless a manifest of that image still uses it."""
@@ -543,34 +619,6 @@ class MetadataStore(Store):
                 .values(checked_at=time.time())
             )
 
-    async def missing_references(
-        self, image_id: int, blob_digests: Iterable[str], child_digests: Iterable[str]
-    ) -> list[str]:
-        """The digests among those given that the image holds neither as blob nor manifest."""
-        wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
-        async with self._read() as conn:
-            have_blobs = set(
-                (
-                    await conn.execute(
-                        select(image_blobs.c.digest).where(
-                            image_blobs.c.image_id == image_id,
-                            image_blobs.c.digest.in_(wanted_blobs),
-                        )
-                    )
-                ).scalars()
-            )
-            have_children = set(
-                (
-                    await conn.execute(
-                        select(manifests.c.digest).where(
-                            manifests.c.image_id == image_id,
-                            manifests.c.digest.in_(wanted_children),
-                        )
-                    )
-                ).scalars()
-            )
-        return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
-
     async def put_manifest(
         self,
         image_id: int,
@@ -579,13 +627,25 @@ class MetadataStore(Store):
         *,
         checked_upstream: bool = False,
         quota_project: int | None = None,
+        require_references: bool = True,
     ) -> None:
         """Store a manifest and point the tags at it; `checked_upstream` marks the tags as
         just confirmed by a proxy's upstream; with `quota_project`, only if the manifest's
-        bytes fit the project's quota (checked in the same transaction)."""
+        bytes fit the project's quota (checked in the same transaction). With
+        `require_references`, raise MissingReferences when the image lacks content the
+        manifest points to: checked in the same write transaction as the insert, so that
+        garbage collection (which deletes only what no manifest uses, in write transactions
+        too) cannot remove it in between.
+        """
         now = time.time()
         checked_at = now if checked_upstream else None
         async with self._write() as conn:
+            if require_references:
+                missing = await _missing_references(
+                    conn, image_id, new.blob_digests, new.child_digests
+                )
+                if missing:
+                    raise MissingReferences(missing)
             if quota_project is not None:
                 await _check_quota(conn, quota_project, new.digest, new.size, lock=True)
             await self._insert_ignoring_duplicates(

@@ -72,6 +72,9 @@ repositories = Table(
     # recently pulled first while the cache holds more than this.
     Column("cache_max_age_days", Integer),
     Column("cache_max_bytes", BigInteger),
+    # Garbage collection: whether manifests no tag, index or referrer needs are kept
+    # ('keep') or removed ('delete').
+    Column("untagged_manifests", String(10), nullable=False, server_default="keep"),
     UniqueConstraint("project_id", "name"),
     Index(
         "uq_repositories_one_catch_all",
@@ -107,7 +110,11 @@ image_blobs = Table(
     metadata,
     Column("image_id", ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
     Column("digest", ForeignKey("blobs.digest"), primary_key=True),
+    # When the blob was last uploaded or mounted there: garbage collection leaves a link
+    # that no manifest uses alone for a grace period after it.
     Column("created_at", Double, nullable=False),
+    # Whether any image holds a blob (collection).
+    Index(None, "digest"),
 )
 
 manifests = Table(
@@ -236,4 +243,16 @@ login_failures = Table(
     Column("key", String(255), primary_key=True),
     Column("window_start", Double, nullable=False),
     Column("failures", Integer, nullable=False),
+)
+
+# Work that one process at a time may do (garbage collection): a lease that its holder
+# renews while it works and gives back when done (`expires_at` 0, `finished_at` set), and
+# that lapses at `expires_at` if the holder dies.
+maintenance_leases = Table(
+    "maintenance_leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("finished_at", Double),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -10,6 +10,13 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cargohold.db.engine import Database, Reader, Writer
+from cargohold.db.schema import blobs, manifests
+
+
+def dialect_insert(conn: Writer, table: Table) -> Any:
+    """An INSERT with the engine's ON CONFLICT clauses (SQLite and PostgreSQL share them)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 class AlreadyExists(Exception):
@@ -32,8 +39,19 @@ class Store:
     ) -> None:
         if not rows:
             return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        await conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
+        await conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(), list(rows))
+
+    @staticmethod
+    async def _described_among(conn: Reader, digests: Collection[str]) -> set[str]:
+        """Those of `digests` that a blob row or a manifest row (of any image) describes."""
+        found = set(
+            (
+                await conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(digests)))
+            ).scalars()
+        )
+        query = select(manifests.c.digest).distinct().where(manifests.c.digest.in_(digests))
+        found.update((await conn.execute(query)).scalars())
+        return found
 
     async def ping(self) -> None:
         """Raises when the database does not answer."""

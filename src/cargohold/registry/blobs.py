@@ -47,15 +47,17 @@ class BlobService:
         """Link a blob of another image here; None when the source does not hold it."""
         require_hosted(target)
         digest = str(Digest.parse(reference))
-        size = await self._linked_size(source, digest)
-        if size is None or await self._store.size(digest) is None:
+        source_id = await self._router.image_id(source)
+        if source_id is None or await self._store.size(digest) is None:
             return None
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
         with quota_denials("blob"):
-            await self._metadata.link_blob(
-                image_id, digest, size, quota_project=target.repository.project_id
+            mounted = await self._metadata.mount_blob(
+                source_id, image_id, digest, quota_project=target.repository.project_id
             )
+        if not mounted:
+            return None
         return digest
 
     async def delete(self, target: Target, reference: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cargohold.db.metadata import MetadataStore, RepositoryRecord
+from cargohold.registry.content import StoredContent
 from cargohold.registry.errors import NotFound
 from cargohold.registry.integrity import human_size
 from cargohold.registry.policies import CleanupPolicy, manifests_to_evict, tags_to_delete
@@ -88,11 +89,13 @@ class CleanupService:
         self,
         metadata: MetadataStore,
         pulls: PullRecorder,
+        content: StoredContent,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._metadata = metadata
         self._pulls = pulls
+        self._content = content
         self._clock = clock
 
     async def run(
@@ -149,18 +152,19 @@ class CleanupService:
         )
         for eviction in evictions:
             manifest = eviction.manifest
-            if report.dry_run or await self._metadata.evict_manifest(
-                repository.id, manifest.image, manifest.digest
-            ):
-                report.evicted_manifests.append(
-                    EvictedManifest(
-                        name,
-                        manifest.image,
-                        manifest.digest,
-                        manifest.size,
-                        eviction.reasons,
-                    )
+            if not report.dry_run:
+                if not await self._metadata.evict_manifest(
+                    repository.id, manifest.image, manifest.digest
+                ):
+                    continue
+                # Its bytes go with it, unless another image holds the same manifest; the
+                # blobs it used are garbage collection's.
+                await self._content.remove_unless_described([manifest.digest])
+            report.evicted_manifests.append(
+                EvictedManifest(
+                    name, manifest.image, manifest.digest, manifest.size, eviction.reasons
                 )
+            )
 
     async def run_every(self, interval_seconds: float) -> None:
         """Real runs over every repository, one each interval, until cancelled."""

@@ -7,13 +7,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cargohold.db.metadata import ManifestRecord, MetadataStore, NewManifest, StillReferenced
+from cargohold.db.metadata import (
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    NewManifest,
+    StillReferenced,
+)
 from cargohold.oci.digest import Digest, digest_of
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.manifest import Descriptor, Manifest, parse_manifest, referrers_index
 from cargohold.oci.mediatypes import is_acceptable
 from cargohold.oci.names import parse_reference, validate_tag
 from cargohold.registry.cache import ContentCache
+from cargohold.registry.content import StoredContent
 from cargohold.registry.prefixes import PrefixTable
 from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
@@ -72,11 +79,13 @@ class ManifestService:
         metadata: MetadataStore,
         store: BlobStore,
         router: NameRouter,
+        content: StoredContent,
         *,
         max_manifest_bytes: int,
     ) -> None:
         self._metadata = metadata
         self._blob_store = store
+        self._content = content
         self._router = router
         self.max_manifest_bytes = max_manifest_bytes
         self._cache = ContentCache(MANIFEST_CACHE_BYTES)
@@ -129,18 +138,18 @@ class ManifestService:
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
         new = _new_manifest(digest, len(body), manifest)
-        missing = await self._metadata.missing_references(
-            image_id, new.blob_digests, new.child_digests
-        )
-        if missing:
+        await check_room(self._metadata, target, digest, len(body), "manifest")
+        try:
+            await self._keep(
+                image_id, new, body, tag_names, quota_project=target.repository.project_id
+            )
+        except MissingReferences as error:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
                 f"the manifest references content that is not in {target.name}:"
-                f" {', '.join(missing)}; push it first",
-                detail={"missing": missing},
-            )
-        await check_room(self._metadata, target, digest, len(body), "manifest")
-        await self._keep(image_id, new, body, tag_names, quota_project=target.repository.project_id)
+                f" {', '.join(error.missing)}; push it first",
+                detail={"missing": error.missing},
+            ) from None
         return StoredManifest(digest, new.subject_digest, tuple(tag_names))
 
     async def cache(
@@ -165,17 +174,25 @@ class ManifestService:
         quota_project: int | None = None,
     ) -> None:
         """Store a manifest; `quota_project` is checked in the transaction that links it."""
-        # The bytes first: a row is never visible before what it describes.
-        await self._blob_store.put_bytes(new.digest, body)
+        # The bytes first: a row is never visible before what it describes. A proxy's
+        # manifest may point to what is fetched later; a pushed one may not.
+        try:
+            async with self._content.hold(new.digest):
+                await self._blob_store.put_bytes(new.digest, body)
+                with quota_denials("manifest"):
+                    await self._metadata.put_manifest(
+                        image_id,
+                        new,
+                        tag_names,
+                        checked_upstream=checked_upstream,
+                        quota_project=quota_project,
+                        require_references=not checked_upstream,
+                    )
+        except (MissingReferences, RegistryError):
+            # Refused: the bytes go again, unless another image holds the same manifest.
+            await self._content.remove_unless_described([new.digest])
+            raise
         self._cache.put(new.digest, body)
-        with quota_denials("manifest"):
-            await self._metadata.put_manifest(
-                image_id,
-                new,
-                tag_names,
-                checked_upstream=checked_upstream,
-                quota_project=quota_project,
-            )
 
     async def delete(self, target: Target, reference: str) -> None:
         require_hosted(target)
@@ -199,6 +216,7 @@ class ManifestService:
             ) from None
         if not deleted:
             raise manifest_unknown(reference, target.name)
+        await self._content.remove_unless_described([str(parsed)])
 
     async def tags(self, target: Target, last: str | None, limit: int | None) -> list[str]:
         image_id = await self._router.image_id(target)

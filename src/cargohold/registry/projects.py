@@ -24,6 +24,16 @@ COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 MAX_COMPONENT_LENGTH = 100
 REPOSITORY_KINDS = ("hosted", "proxy")
 REPOSITORY_FORMATS = ("docker",)
+# What garbage collection does with manifests no tag, index or referrer needs.
+UNTAGGED_MANIFEST_POLICIES = ("keep", "delete")
+
+
+def _check_untagged_policy(policy: str) -> None:
+    if policy not in UNTAGGED_MANIFEST_POLICIES:
+        raise InvalidInput(
+            f"untagged_manifests {policy!r} is not supported; choose"
+            f" {', '.join(UNTAGGED_MANIFEST_POLICIES)}"
+        )
 
 
 def _check_component(what: str, value: str) -> None:
@@ -209,8 +219,10 @@ class ProjectService:
         *,
         proxy: ProxySettings | None = None,
         routing: FlatRouting = FlatRouting(),
+        untagged_manifests: str = "keep",
     ) -> RepositoryRecord:
         _check_component("repository", name)
+        _check_untagged_policy(untagged_manifests)
         routing = routing.normalized()
         if kind not in REPOSITORY_KINDS:
             raise InvalidInput(
@@ -236,6 +248,7 @@ class ProjectService:
                 flat_alias_prefix=routing.flat_alias_prefix,
                 is_catch_all=routing.is_catch_all,
                 host_name=routing.host_name,
+                untagged_manifests=untagged_manifests,
                 **(proxy.checked() if proxy else {}),
             )
         except AlreadyExists:
@@ -290,6 +303,7 @@ class ProjectService:
         cleanup_policy: CleanupPolicy | Unchanged | None = UNCHANGED,
         cache_max_age_days: int | Unchanged | None = UNCHANGED,
         cache_max_bytes: int | Unchanged | None = UNCHANGED,
+        untagged_manifests: str | None = None,
     ) -> RepositoryRecord:
         """Change what is given; None leaves a setting as it is (an empty alias prefix or host
         name removes it), except for the lifecycle settings, where None removes the setting
@@ -310,6 +324,9 @@ class ProjectService:
             )
         if anonymous_read is not None:
             values["anonymous_read"] = anonymous_read
+        if untagged_manifests is not None:
+            _check_untagged_policy(untagged_manifests)
+            values["untagged_manifests"] = untagged_manifests
         upstream = (remote_url, cache_ttl, upstream_username, upstream_password)
         if any(value is not None for value in upstream):
             if not repository.is_proxy:

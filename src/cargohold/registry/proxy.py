@@ -32,6 +32,7 @@ from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX
 from cargohold.oci.names import parse_reference
 from cargohold.registry.blobs import BlobContent, BlobService
+from cargohold.registry.content import StoredContent
 from cargohold.registry.manifests import ManifestContent, ManifestService
 from cargohold.registry.router import NameRouter, Target
 from cargohold.registry.singleflight import SingleFlight
@@ -141,8 +142,9 @@ class UpstreamBlob:
                     f"the upstream sent {received} bytes with digest {actual} for {self.digest};"
                     " they were not cached",
                 )
-            await store.commit_upload(upload_id, actual)
-            await self._proxy.link(self._target, actual, received)
+            async with self._proxy.content.hold(actual):
+                await store.commit_upload(upload_id, actual)
+                await self._proxy.link(self._target, actual, received)
             kept = True
         except aiohttp.ClientError as error:
             raise UpstreamError(
@@ -164,6 +166,7 @@ class ProxyService:
         router: NameRouter,
         manifests: ManifestService,
         blobs: BlobService,
+        content: StoredContent,
         *,
         lock_dir: Path,
         timeout_seconds: float,
@@ -175,6 +178,7 @@ class ProxyService:
         self._router = router
         self._manifests = manifests
         self._blobs = blobs
+        self.content = content
         self._flights = SingleFlight(lock_dir)
         self._timeout = timeout_seconds
         self._not_found_seconds = not_found_seconds

@@ -11,16 +11,20 @@ from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import Database
+from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
 from cargohold.registry.cleanup import CleanupService
+from cargohold.registry.content import StoredContent
+from cargohold.registry.gc import GarbageCollector
 from cargohold.registry.integrity import FsckService
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
 from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
+from cargohold.registry.singleflight import SingleFlight
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
@@ -34,6 +38,7 @@ class Services:
     metadata: MetadataStore
     accounts: AccountStore
     store: BlobStore
+    content: StoredContent
     router: NameRouter
     auth: AuthService
     accounts_admin: AccountService
@@ -45,6 +50,7 @@ class Services:
     integrity: FsckService
     pulls: PullRecorder
     cleanup: CleanupService
+    gc: GarbageCollector
 
     async def close(self) -> None:
         # Pulls counted since the last write are kept, not lost with the process.
@@ -62,6 +68,7 @@ async def build_services(settings: Settings) -> Services:
     accounts = AccountStore(database)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
+    content = StoredContent(metadata, store, SingleFlight(settings.lock_dir))
     issuer = await TokenIssuer.load(
         accounts, issuer=settings.token_issuer, ttl_seconds=settings.token_ttl_seconds
     )
@@ -74,7 +81,7 @@ async def build_services(settings: Settings) -> Services:
         failure_window_seconds=settings.login_failure_window_seconds,
     )
     manifests = ManifestService(
-        metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
+        metadata, store, router, content, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
     pulls = PullRecorder(
@@ -89,12 +96,15 @@ async def build_services(settings: Settings) -> Services:
         metadata=metadata,
         accounts=accounts,
         store=store,
+        content=content,
         router=router,
         auth=auth,
         accounts_admin=AccountService(accounts, metadata, auth),
         projects=ProjectService(metadata, router),
         blobs=blobs,
-        uploads=UploadService(metadata, store, router, ttl_seconds=settings.upload_ttl_seconds),
+        uploads=UploadService(
+            metadata, store, router, content, ttl_seconds=settings.upload_ttl_seconds
+        ),
         manifests=manifests,
         proxy=ProxyService(
             metadata,
@@ -102,7 +112,8 @@ async def build_services(settings: Settings) -> Services:
             router,
             manifests,
             blobs,
-            lock_dir=settings.data_dir / "locks",
+            content,
+            lock_dir=settings.lock_dir,
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
             docker_hub_hosts=settings.docker_hub_hosts,
@@ -111,5 +122,8 @@ async def build_services(settings: Settings) -> Services:
             IntegrityStore(database), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
         pulls=pulls,
-        cleanup=CleanupService(metadata, pulls),
+        cleanup=CleanupService(metadata, pulls, content),
+        gc=GarbageCollector(
+            GcStore(database), store, content, grace_seconds=settings.gc_grace_seconds
+        ),
     )

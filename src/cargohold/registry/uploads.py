@@ -20,6 +20,7 @@ from cargohold.db.metadata import MetadataStore, UploadRecord
 from cargohold.oci.digest import Digest, new_hasher
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.ranges import ChunkRange, upload_range_header
+from cargohold.registry.content import StoredContent
 from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
 from cargohold.storage import BlobStore
@@ -53,11 +54,13 @@ class UploadService:
         metadata: MetadataStore,
         store: BlobStore,
         router: NameRouter,
+        content: StoredContent,
         *,
         ttl_seconds: float,
     ) -> None:
         self._metadata = metadata
         self._store = store
+        self._content = content
         self._router = router
         self._ttl = ttl_seconds
         self._hashes: dict[str, _RunningHash] = {}
@@ -189,17 +192,22 @@ class UploadService:
             except RegistryError:
                 await self._drop(upload_id)
                 raise
-            await self._store.commit_upload(upload_id, actual)
             try:
-                # Checked again in the link's transaction, so that concurrent pushes never
-                # overshoot; a refusal here leaves stored bytes that collection removes.
-                with quota_denials("blob"):
-                    await self._metadata.link_blob(
-                        record.image_id,
-                        actual,
-                        received,
-                        quota_project=target.repository.project_id,
-                    )
+                async with self._content.hold(actual):
+                    await self._store.commit_upload(upload_id, actual)
+                    # Checked again in the link's transaction, so that concurrent pushes
+                    # never overshoot.
+                    with quota_denials("blob"):
+                        await self._metadata.link_blob(
+                            record.image_id,
+                            actual,
+                            received,
+                            quota_project=target.repository.project_id,
+                        )
+            except RegistryError:
+                # Refused by the quota: the bytes go again, unless another image holds them.
+                await self._content.remove_unless_described([actual])
+                raise
             finally:
                 await self._drop(upload_id)
         self._locks.pop(upload_id, None)

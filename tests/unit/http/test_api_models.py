@@ -63,6 +63,7 @@ def test_a_hosted_repository_has_the_save_fields_unset() -> None:
         "is_catch_all": False,
         "host_name": None,
         "anonymous_read": False,
+        "untagged_manifests": "keep",
         "created_at": 1700000000,
         "cleanup_policy": None,
         "cache_max_age_days": None,

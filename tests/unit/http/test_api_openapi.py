@@ -94,8 +94,10 @@ def test_the_contract_fields_are_in_the_schemas() -> None:
     }
     # Upstream credentials go in, and only whether they are set comes out.
     credentials = {"upstream_username", "upstream_password"}
-    assert set(schemas["RepositoryCreate"]["properties"]) == save_fields | credentials
-    assert set(schemas["Repository"]["properties"]) == save_fields | {
+    # Cargohold's own: what garbage collection does with untagged manifests.
+    policy = {"untagged_manifests"}
+    assert set(schemas["RepositoryCreate"]["properties"]) == save_fields | credentials | policy
+    assert set(schemas["Repository"]["properties"]) == save_fields | policy | {
         "created_at",
         "has_upstream_credentials",
         "cleanup_policy",

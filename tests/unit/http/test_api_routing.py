@@ -51,6 +51,7 @@ CONTRACT = {
     ("PATCH", "/robots/{name}"),
     ("DELETE", "/robots/{name}"),
     ("POST", "/robots/{name}/key"),
+    ("POST", "/gc"),
     ("GET", "/openapi.json"),
 }
 

@@ -90,6 +90,25 @@ def test_update_changes_only_what_is_given(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_the_untagged_manifest_policy_is_keep_delete_or_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        services = await _services(tmp_path)
+        projects = services.projects
+        try:
+            assert (await projects.create_repository("team", "apps")).untagged_manifests == "keep"
+            with pytest.raises(InvalidInput, match="untagged_manifests 'sometimes'"):
+                await projects.create_repository("team", "other", untagged_manifests="sometimes")
+            changed = await projects.update_repository("team", "apps", untagged_manifests="delete")
+            assert changed.untagged_manifests == "delete"
+            with pytest.raises(InvalidInput, match="choose keep, delete"):
+                await projects.update_repository("team", "apps", untagged_manifests="drop")
+            assert (await projects.get_repository("team", "apps")).untagged_manifests == "delete"
+        finally:
+            await services.close()
+
+    asyncio.run(scenario())
+
+
 def test_flat_routing_is_normalized_kept_and_removed(tmp_path: Path) -> None:
     async def scenario() -> None:
         services = await _services(tmp_path)

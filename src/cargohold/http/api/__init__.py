@@ -1,7 +1,8 @@
 """The management API under /api/v1 (JSON), with the OpenAPI document it serves.
 
-Every route is declared once, in the route tables of `projects` and `accounts` (and the
-document's own below); the handlers and the OpenAPI document are made from them.
+Every route is declared once, in the route tables of `projects`, `accounts` and
+`maintenance` (and the document's own below); the handlers and the OpenAPI document are
+made from them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from cargohold import __version__
-from cargohold.http.api import accounts, projects
+from cargohold.http.api import accounts, maintenance, projects
 from cargohold.http.api.errors import json_errors
 from cargohold.http.api.openapi import openapi_document
 from cargohold.http.api.routing import Access, Call, Route, aiohttp_handler, check_table, route
@@ -28,6 +29,7 @@ async def get_openapi(call: Call) -> dict[str, Any]:
 ROUTES: tuple[Route, ...] = (
     *projects.ROUTES,
     *accounts.ROUTES,
+    *maintenance.ROUTES,
     route(
         "GET",
         "/openapi.json",

@@ -21,6 +21,10 @@ Action = Literal["pull", "push", "delete"]
 Role = Literal["reader", "developer", "maintainer", "admin"]
 RepositoryType = Literal["hosted", "proxy"]
 Format = Literal["docker"]
+UntaggedManifests = Literal["keep", "delete"]
+UNTAGGED_MANIFESTS_HELP = (
+    "what garbage collection does with manifests that no tag, index or referrer needs"
+)
 MAX_DESCRIPTION_LENGTH = 500
 
 
@@ -136,6 +140,7 @@ class Repository(ResponseBody):
     is_catch_all: bool
     host_name: str | None
     anonymous_read: bool
+    untagged_manifests: str
     created_at: int
     cleanup_policy: CleanupPolicyBody | None
     cache_max_age_days: int | None = Field(
@@ -159,6 +164,7 @@ class Repository(ResponseBody):
             is_catch_all=record.is_catch_all,
             host_name=record.host_name,
             anonymous_read=record.anonymous_read,
+            untagged_manifests=record.untagged_manifests,
             created_at=int(record.created_at),
             cleanup_policy=CleanupPolicyBody.of(CleanupPolicy.from_json(record.cleanup_policy)),
             cache_max_age_days=record.cache_max_age_days,
@@ -195,6 +201,9 @@ class RepositoryCreate(RequestBody):
         default=None, description="a host name whose every name goes to this repository"
     )
     anonymous_read: bool = False
+    untagged_manifests: UntaggedManifests = Field(
+        default="keep", description=UNTAGGED_MANIFESTS_HELP
+    )
 
 
 class RepositoryUpdate(RequestBody):
@@ -206,6 +215,9 @@ class RepositoryUpdate(RequestBody):
     flat_alias_prefix: str | None = Field(default=None, description="'' removes the alias")
     is_catch_all: bool | None = None
     host_name: str | None = Field(default=None, description="'' removes the host name")
+    untagged_manifests: UntaggedManifests | None = Field(
+        default=None, description=UNTAGGED_MANIFESTS_HELP
+    )
     # null removes these; absent leaves them as they are.
     cleanup_policy: CleanupPolicyBody | None = Field(
         default=None, description="hosted repositories; replaces the policy, null removes it"
@@ -420,3 +432,34 @@ class RobotUpdate(RequestBody):
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
     disabled: bool | None = None
     grants: list[Grant] | None = Field(default=None, description="replaces every grant")
+
+
+# Garbage collection
+
+
+class GcRequest(RequestBody):
+    dry_run: bool = Field(default=False, description="report what would go, delete nothing")
+
+
+class GcManifest(ResponseBody):
+    image: str = Field(description="`project/repository/image`")
+    digest: str
+    size: int
+
+
+class GcBlob(ResponseBody):
+    digest: str
+    size: int
+
+
+class GcReport(ResponseBody):
+    """What a garbage collection removed, or with `dry_run` would remove."""
+
+    dry_run: bool
+    grace_seconds: float
+    manifests: list[GcManifest]
+    links: int = Field(description="links of images to blobs that no manifest of theirs uses")
+    blobs: list[GcBlob]
+    files: int = Field(description="stored files deleted (blobs and manifest bytes)")
+    bytes_freed: int
+    seconds: float

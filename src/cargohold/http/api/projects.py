@@ -156,6 +156,7 @@ async def create_repository(call: Call, body: RepositoryCreate) -> Repository:
             body.remote_url, body.cache_ttl, body.upstream_username, body.upstream_password
         ),
         routing=FlatRouting(body.flat_alias_prefix, body.is_catch_all, body.host_name),
+        untagged_manifests=body.untagged_manifests,
     )
     return Repository.of(repository)
 
@@ -179,6 +180,7 @@ async def update_repository(call: Call, body: RepositoryUpdate) -> Repository:
         flat_alias_prefix=body.flat_alias_prefix,
         is_catch_all=body.is_catch_all,
         host_name=body.host_name,
+        untagged_manifests=body.untagged_manifests,
         **body.lifecycle(),
     )
     return Repository.of(repository)
