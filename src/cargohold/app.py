@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -29,15 +30,15 @@ async def _sweep(services: Services, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _collect_garbage(services: Services, interval: float) -> None:
-    """Scheduled garbage collection: each worker wakes up once an interval; the lease in
-    the database lets one of them, on one node, collect."""
+async def _every(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:
+    """A maintenance job on a schedule: every worker wakes up once an interval, and the job's
+    lease in the database lets one of them, on one node, run it."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await services.gc.run_if_due(interval)
+            await job()
         except Exception:
-            log.exception("garbage collection failed; trying again at the next interval")
+            log.exception("%s failed; trying again at the next interval", what)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -53,13 +54,13 @@ def create_app(settings: Settings) -> web.Application:
             asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds)),
             asyncio.create_task(services.pulls.run()),
         ]
-        if settings.cleanup_policy_interval_seconds:
-            interval = settings.cleanup_policy_interval_seconds
-            background.append(asyncio.create_task(services.cleanup.run_every(interval)))
-        if settings.gc_interval_seconds:
-            background.append(
-                asyncio.create_task(_collect_garbage(services, settings.gc_interval_seconds))
-            )
+        for interval, job, what in [
+            (settings.cleanup_policy_interval_seconds, services.cleanup.run_if_due, "cleanup"),
+            (settings.gc_interval_seconds, services.gc.run_if_due, "garbage collection"),
+        ]:
+            if interval:
+                scheduled = partial(job, interval)
+                background.append(asyncio.create_task(_every(interval, scheduled, what)))
         yield
         for task in background:
             task.cancel()

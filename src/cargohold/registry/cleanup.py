@@ -12,7 +12,6 @@ real run reports what it removed (a tag that moved since the decision is left al
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,10 +22,16 @@ from cargohold.db.metadata import MetadataStore, RepositoryRecord
 from cargohold.registry.content import StoredContent
 from cargohold.registry.errors import NotFound
 from cargohold.registry.integrity import human_size
+from cargohold.registry.leases import Lease
 from cargohold.registry.policies import CleanupPolicy, manifests_to_evict, tags_to_delete
 from cargohold.registry.pulls import PullRecorder
 
 log = logging.getLogger(__name__)
+
+LEASE = "cleanup"
+# Not renewed while a run goes on: a run longer than this may overlap the next node's, which
+# is harmless (a tag deleted twice is deleted once); a holder that died delays runs this long.
+LEASE_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +95,14 @@ class CleanupService:
         metadata: MetadataStore,
         pulls: PullRecorder,
         content: StoredContent,
+        lease: Lease,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._metadata = metadata
         self._pulls = pulls
         self._content = content
+        self._lease = lease
         self._clock = clock
 
     async def run(
@@ -166,14 +173,13 @@ class CleanupService:
                 )
             )
 
-    async def run_every(self, interval_seconds: float) -> None:
-        """Real runs over every repository, one each interval, until cancelled."""
-        while True:
-            await asyncio.sleep(interval_seconds)
-            try:
-                report = await self.run(dry_run=False)
-            except Exception:
-                log.exception("scheduled cleanup failed; trying again at the next interval")
-                continue
-            for line in report.lines():
-                log.info("%s", line)
+    async def run_if_due(self, interval_seconds: float) -> CleanupReport | None:
+        """The scheduled run over every repository (see `Lease.run_if_due`), logged a
+        removal a line; None when it did not run."""
+        return await self._lease.run_if_due(self._logged_run, interval_seconds)
+
+    async def _logged_run(self) -> CleanupReport:
+        report = await self.run(dry_run=False)
+        for line in report.lines():
+            log.info("%s", line)
+        return report

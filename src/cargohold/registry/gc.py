@@ -44,18 +44,17 @@ would free for the later ones; it takes no lease.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cargohold.db.gc import BlobRow, GcStore, ImageManifests, LeaseRow, ManifestNode
+from cargohold.db.gc import BlobRow, GcStore, ImageManifests, ManifestNode
+from cargohold.db.leases import LeaseRow
 from cargohold.registry.content import StoredContent
 from cargohold.registry.errors import Conflict
+from cargohold.registry.leases import Lease, LeaseTaken
 from cargohold.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -159,6 +158,7 @@ class GarbageCollector:
         queries: GcStore,
         store: BlobStore,
         content: StoredContent,
+        lease: Lease,
         *,
         grace_seconds: float,
         batch_size: int = BATCH_SIZE,
@@ -166,9 +166,9 @@ class GarbageCollector:
         self._queries = queries
         self._store = store
         self._content = content
+        self._lease = lease
         self.grace_seconds = grace_seconds
         self._batch = batch_size
-        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def run(self, *, dry_run: bool = False, grace_seconds: float | None = None) -> GcReport:
         """Collect now (or, with `dry_run`, report what would go); raise CollectionRunning
@@ -177,35 +177,18 @@ class GarbageCollector:
         if dry_run:
             await self._collect(report)
             return report
-        blocker = await self._queries.take_lease(LEASE, self._holder, LEASE_SECONDS)
-        if blocker is not None:
-            raise CollectionRunning(blocker)
-        await self._collect_holding_lease(report)
-        return report
+        try:
+            return await self._lease.run(lambda: self._collect_and_log(report))
+        except LeaseTaken as taken:
+            raise CollectionRunning(taken.lease) from None
 
     async def run_if_due(self, interval_seconds: float) -> GcReport | None:
-        """The scheduled collection: run unless another process is collecting or one
-        finished less than half of `interval_seconds` ago (every worker of every node wakes
-        up once an interval, not all at the same moment); None when it did not run."""
-        blocker = await self._queries.take_lease(
-            LEASE,
-            self._holder,
-            LEASE_SECONDS,
-            finished_before=time.time() - interval_seconds / 2,
-        )
-        if blocker is not None:
-            return None
+        """The scheduled collection (see `Lease.run_if_due`); None when it did not run."""
         report = GcReport(dry_run=False, grace_seconds=self.grace_seconds)
-        await self._collect_holding_lease(report)
-        return report
+        return await self._lease.run_if_due(lambda: self._collect_and_log(report), interval_seconds)
 
-    async def _collect_holding_lease(self, report: GcReport) -> None:
-        finished = False
-        try:
-            await self._collect(report)
-            finished = True
-        finally:
-            await self._queries.release_lease(LEASE, self._holder, finished=finished)
+    async def _collect_and_log(self, report: GcReport) -> GcReport:
+        await self._collect(report)
         log.info(
             "garbage collection removed %d manifests, %d links, %d blobs, %d files (%d bytes)"
             " in %.1fs",
@@ -216,11 +199,13 @@ class GarbageCollector:
             report.bytes_freed,
             report.seconds,
         )
+        return report
 
     async def _renew(self) -> None:
-        blocker = await self._queries.take_lease(LEASE, self._holder, LEASE_SECONDS)
-        if blocker is not None:  # stalled past the lease; another process took over
-            raise CollectionRunning(blocker)
+        try:
+            await self._lease.renew()
+        except LeaseTaken as taken:  # stalled past the lease; another process took over
+            raise CollectionRunning(taken.lease) from None
 
     async def _collect(self, report: GcReport) -> None:
         started = time.monotonic()

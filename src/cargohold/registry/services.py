@@ -13,12 +13,15 @@ from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import Database
 from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
+from cargohold.db.leases import LeaseStore
 from cargohold.db.metadata import MetadataStore
+from cargohold.registry import cleanup, gc
 from cargohold.registry.blobs import BlobService
 from cargohold.registry.cleanup import CleanupService
 from cargohold.registry.content import StoredContent
 from cargohold.registry.gc import GarbageCollector
 from cargohold.registry.integrity import FsckService
+from cargohold.registry.leases import Lease
 from cargohold.registry.manifests import ManifestService
 from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
@@ -64,6 +67,7 @@ class Services:
 
 async def build_services(settings: Settings) -> Services:
     database = Database(settings.metadata_url)
+    leases = LeaseStore(database)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
@@ -122,8 +126,14 @@ async def build_services(settings: Settings) -> Services:
             IntegrityStore(database), store, upload_ttl_seconds=settings.upload_ttl_seconds
         ),
         pulls=pulls,
-        cleanup=CleanupService(metadata, pulls, content),
+        cleanup=CleanupService(
+            metadata, pulls, content, Lease(leases, cleanup.LEASE, cleanup.LEASE_SECONDS)
+        ),
         gc=GarbageCollector(
-            GcStore(database), store, content, grace_seconds=settings.gc_grace_seconds
+            GcStore(database),
+            store,
+            content,
+            Lease(leases, gc.LEASE, gc.LEASE_SECONDS),
+            grace_seconds=settings.gc_grace_seconds,
         ),
     )

@@ -18,15 +18,18 @@ import pytest
 from sqlalchemy import update
 
 from cargohold.db.gc import GcStore, ImageManifests, ManifestNode
+from cargohold.db.leases import LeaseStore
 from cargohold.db.schema import blobs, image_blobs, maintenance_leases, manifests
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.registry.gc import (
     LEASE,
+    LEASE_SECONDS,
     CollectionRunning,
     GarbageCollector,
     GcReport,
     reachable,
 )
+from cargohold.registry.leases import Lease
 from cargohold.registry.router import Target
 from cargohold.registry.services import Services
 from tests.unit.registry.test_integrity import OCI_MANIFEST, manifest_of, push_blob, run, sha256
@@ -96,8 +99,10 @@ def stored(services: Services, digest: str) -> bool:
 
 def collector(services: Services, **options: Any) -> GarbageCollector:
     settings: dict[str, Any] = {"grace_seconds": 0.0, **options}
+    # A lease of its own: each collector stands for another process.
+    lease = Lease(LeaseStore(services.database), LEASE, LEASE_SECONDS)
     return GarbageCollector(
-        GcStore(services.database), services.store, services.content, **settings
+        GcStore(services.database), services.store, services.content, lease, **settings
     )
 
 
@@ -266,8 +271,8 @@ def test_batches_of_any_size_collect_the_same(tmp_path: Path, batch_size: int) -
 def test_one_collection_at_a_time(tmp_path: Path) -> None:
     async def scenario(services: Services) -> None:
         first, second = collector(services), collector(services)
-        queries = GcStore(services.database)
-        assert await queries.take_lease(LEASE, "another-node:1", 60) is None
+        leases = LeaseStore(services.database)
+        assert await leases.take(LEASE, "another-node:1", 60) is None
         with pytest.raises(CollectionRunning) as running:
             await first.run()
         assert "another-node:1" in str(running.value)
