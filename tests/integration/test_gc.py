@@ -7,6 +7,7 @@ leave a pushed image incomplete."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -21,9 +22,10 @@ from typing import Any
 import requests
 
 from tests.integration.clients import ClientError, OciImage, Skopeo, oci_image_of, random_layer
-from tests.integration.oci_client import OciClient, Pushed
+from tests.integration.oci_client import EMPTY_JSON, OciClient, Pushed, sha256
 from tests.integration.server import Server
 from tests.integration.test_fsck import blob_path, layers_of, pull_whole
+from tests.integration.test_lifecycle import image_manifest
 
 NO_GRACE = {"CARGOHOLD_GC_GRACE_SECONDS": "0"}
 
@@ -96,6 +98,35 @@ def test_a_dry_run_lists_what_the_command_then_deletes(own_server: Server) -> No
     for name, image in garbage.kept:
         pull_whole(client, name, image)
     assert gc(own_server, "--grace-seconds", "0").report["links"] == 0
+
+
+def test_deleting_and_collecting_frees_a_projects_quota(own_server: Server) -> None:
+    """Pushes up to the quota succeed and the next is refused; deleting the image's manifest
+    alone frees little (its blobs stay linked until collected); collecting frees the rest."""
+    own_server.cli("project", "create", "quota", "--quota-bytes", "10000")
+    own_server.create_repository("quota", "apps")
+    client = OciClient(own_server.url, own_server.admin_auth)
+    name = "quota/apps/app"
+    a, b, c = (os.urandom(4000) for _ in range(3))
+    for blob in (EMPTY_JSON, a, b):
+        client.push_blob(name, blob)
+    pushed = client.push_manifest(name, "v1", image_manifest([a, b]))
+
+    def push_c() -> requests.Response:
+        return client.request(
+            "POST", f"/v2/{name}/blobs/uploads/", params={"digest": sha256(c)}, data=c
+        )
+
+    message = OciClient.error_entry(push_c(), 403, "DENIED")["message"]
+    assert message.startswith("project quota quota exceeded"), message
+    assert client.request("DELETE", f"/v2/{name}/manifests/{pushed.digest}").status_code == 202
+    OciClient.error_entry(push_c(), 403, "DENIED")
+
+    collected = gc(own_server, "--grace-seconds", "0")
+    assert collected.code == 0 and len(collected.report["blobs"]) == 3, collected.summary
+    assert push_c().status_code == 201
+    client.push_blob(name, EMPTY_JSON)  # collected with the rest
+    client.push_manifest(name, "v2", image_manifest([c]))
 
 
 def test_the_api_collects_for_system_administrators_only(tmp_path: Path) -> None:
