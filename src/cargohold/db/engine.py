@@ -7,7 +7,8 @@ Handing each statement to a driver thread and back instead cost about a millisec
 CPU, and held the write lock across those hand-offs, so that concurrent writers queued on
 SQLite's coarse busy sleeps. A write starts with BEGIN IMMEDIATE without waiting: when
 another process holds the lock it tries again after a short asynchronous sleep, so the
-loop never blocks on it. Other databases (PostgreSQL) use their asyncio driver.
+loop never blocks on it. Other databases (PostgreSQL) use their asyncio driver (asyncpg
+for a plain `postgresql://` URL), migrations included.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any, Protocol, TypeVarTuple, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event
-from sqlalchemy.engine import Connection, RootTransaction, make_url
+from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event, func, select
+from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
@@ -35,6 +36,11 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # connection recovers the log after a crash.
 SQLITE_READ_BUSY_TIMEOUT_MS = 1_000
 WRITE = "cargohold_write"
+# URLs naming no driver get the asyncio driver Cargohold installs.
+ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+# The PostgreSQL advisory lock held while migrating, so that nodes starting together
+# upgrade the schema once: the others wait, then find it at head. Any fixed 64-bit number.
+MIGRATION_LOCK_KEY = 0x6361_7267_6F68_6F6C  # "cargohol"
 
 
 def sqlite_url(path: Path) -> str:
@@ -43,6 +49,12 @@ def sqlite_url(path: Path) -> str:
 
 def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def async_url(url: str) -> URL:
+    """The URL of a non-SQLite database for SQLAlchemy's asyncio engine."""
+    parsed = make_url(url)
+    return parsed.set(drivername=ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int) -> None:
@@ -131,7 +143,7 @@ class Database:
             )
             self._sqlite_writes = _sync_engine(url, 0, pool_size=2, max_overflow=-1)
         else:
-            self._engine = create_async_engine(url, pool_pre_ping=True)
+            self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
@@ -182,11 +194,33 @@ class Database:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
+    if not _is_sqlite(url):
+        asyncio.run(_migrate_through_asyncio(url))
+        return
     engine = _sync_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as connection:
-        config.attributes["connection"] = connection.execution_options(**{WRITE: True})
-        command.upgrade(config, "head")
+        _upgrade(connection.execution_options(**{WRITE: True}))
         connection.commit()
     engine.dispose()
+
+
+async def _migrate_through_asyncio(url: str) -> None:
+    # Alembic is synchronous: it runs on the asyncio driver's connection through run_sync,
+    # so that PostgreSQL needs no second, synchronous driver.
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Released when the transaction ends, and by the server if this process dies.
+                await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            await connection.run_sync(_upgrade)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
