@@ -90,7 +90,8 @@ _GRANT_QUERY = (
     )
     .join(projects, projects.c.id == robot_grants.c.project_id)
     .outerjoin(repositories, repositories.c.id == robot_grants.c.repository_id)
-    .order_by(projects.c.name, repositories.c.name)
+    # A project-wide grant first: SQLite sorts NULL first, PostgreSQL last unless told.
+    .order_by(projects.c.name, repositories.c.name.nulls_first())
 )
 
 
