@@ -1,15 +1,20 @@
-"""The metadata database on a real PostgreSQL server: migrations from several nodes at once."""
+"""The metadata database on a real PostgreSQL server: migrations from several nodes at once,
+and the advisory locks that make proxy fetches single-flight across nodes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 
 from cargohold.db.engine import MIGRATIONS
+from cargohold.db.locks import AdvisoryLocks
 from tests.integration.postgres import Postgres
 
 NODES = 4
@@ -37,3 +42,25 @@ def test_nodes_migrating_at_once_all_succeed_and_the_schema_is_upgraded_once(
     name = url.rsplit("/", 1)[1]
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert database.sql("SELECT version_num FROM alembic_version", name) == head
+
+
+def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Postgres) -> None:
+    """Two instances stand for two nodes: only the database is shared."""
+    url = database.create_database()
+
+    async def run() -> None:
+        first, second = AdvisoryLocks(url), AdvisoryLocks(url)
+        try:
+            async with first.hold("blob:a", time.monotonic() + 1):
+                with pytest.raises(TimeoutError):
+                    async with second.hold("blob:a", time.monotonic() + 0.3):
+                        pass
+                async with second.hold("blob:b", time.monotonic() + 0.3):  # another key
+                    pass
+            async with second.hold("blob:a", time.monotonic() + 1):  # free once let go
+                pass
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())

@@ -47,7 +47,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _is_sqlite(url: str) -> bool:
+def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
@@ -77,7 +77,7 @@ def _sync_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **opti
     engine = create_engine(
         make_url(url).set(drivername=make_url(url).get_backend_name()), **options
     )
-    if _is_sqlite(url):
+    if is_sqlite(url):
         event.listen(engine, "connect", partial(_sqlite_connect, busy_timeout_ms=busy_timeout_ms))
         event.listen(engine, "begin", _sqlite_begin)
     return engine
@@ -135,7 +135,7 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sqlite_reads: Engine | None = None
         self._sqlite_writes: Engine | None = None
-        if _is_sqlite(url):
+        if is_sqlite(url):
             # Only reads and writes that await something in the middle hold a connection
             # for long; an unbounded overflow means a checkout never blocks the loop.
             self._sqlite_reads = _sync_engine(
@@ -194,7 +194,7 @@ class Database:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
-    if not _is_sqlite(url):
+    if not is_sqlite(url):
         asyncio.run(_migrate_through_asyncio(url))
         return
     engine = _sync_engine(url)

@@ -10,8 +10,9 @@ from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import Database
+from cargohold.db.engine import Database, is_sqlite
 from cargohold.db.integrity import IntegrityStore
+from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry.blobs import BlobService
 from cargohold.registry.cleanup import CleanupService
@@ -21,6 +22,7 @@ from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
 from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
+from cargohold.registry.singleflight import FileLocks, SharedLocks, SingleFlight
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
@@ -45,6 +47,7 @@ class Services:
     integrity: FsckService
     pulls: PullRecorder
     cleanup: CleanupService
+    flight_locks: SharedLocks
 
     async def close(self) -> None:
         # Pulls counted since the last write are kept, not lost with the process.
@@ -53,6 +56,7 @@ class Services:
         except Exception:
             log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
+        await self.flight_locks.close()
         await self.database.dispose()
 
 
@@ -77,6 +81,13 @@ async def build_services(settings: Settings) -> Services:
         metadata, store, router, max_manifest_bytes=settings.max_manifest_bytes
     )
     blobs = BlobService(metadata, store, router)
+    # Proxy fetches are single-flight across the processes on one data folder (file locks),
+    # or across every node over one PostgreSQL database (advisory locks).
+    flight_locks: SharedLocks = (
+        FileLocks(settings.data_dir / "locks")
+        if is_sqlite(settings.metadata_url)
+        else AdvisoryLocks(settings.metadata_url)
+    )
     pulls = PullRecorder(
         metadata,
         router,
@@ -102,7 +113,7 @@ async def build_services(settings: Settings) -> Services:
             router,
             manifests,
             blobs,
-            lock_dir=settings.data_dir / "locks",
+            flights=SingleFlight(flight_locks),
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
             docker_hub_hosts=settings.docker_hub_hosts,
@@ -112,4 +123,5 @@ async def build_services(settings: Settings) -> Services:
         ),
         pulls=pulls,
         cleanup=CleanupService(metadata, pulls),
+        flight_locks=flight_locks,
     )
