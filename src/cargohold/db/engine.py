@@ -26,8 +26,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event, func, select
 from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -85,6 +86,19 @@ def _sync_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **opti
 
 def _is_busy(error: OperationalError) -> bool:
     return getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+class DatabaseUnavailable(Exception):
+    """The metadata database could not be reached."""
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether the error says the database is out of reach (down, restarting, the connection
+    broken, no connection free in time) rather than that a query is wrong: a request that
+    failed so may succeed when tried again shortly."""
+    return isinstance(error, DatabaseUnavailable | PoolTimeout) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 _Row = TypeVarTuple("_Row")
@@ -146,9 +160,25 @@ class Database:
             self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
+        connection = self._engine.connect()
+        try:
+            await connection.start()
+        except (OSError, DBAPIError) as error:
+            # The driver raises OSError (refused, unreachable) or an error of the server
+            # (starting up, shutting down) when it cannot connect.
+            raise DatabaseUnavailable(f"cannot connect: {error}") from error
+        try:
+            yield connection
+        finally:
+            # Back to the pool even when the request is cancelled meanwhile.
+            await asyncio.shield(connection.close())
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
         if self._engine is not None:
-            async with self._engine.connect() as conn, conn.begin():
+            async with self._connection() as conn, conn.begin():
                 yield conn
             return
         assert self._sqlite_reads is not None
@@ -158,7 +188,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
         if self._engine is not None:
-            async with self._engine.connect() as conn:
+            async with self._connection() as conn:
                 await conn.execution_options(**{WRITE: True})
                 async with conn.begin():
                     yield conn
