@@ -1,5 +1,6 @@
 """The metadata database on a real PostgreSQL server: migrations from several nodes at once,
-and the advisory locks that make proxy fetches single-flight across nodes."""
+writers on several nodes at once, and the advisory locks that make proxy fetches
+single-flight across nodes."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from cargohold.db.engine import MIGRATIONS
+from cargohold.db.accounts import AccountStore
+from cargohold.db.engine import MIGRATIONS, Database
 from cargohold.db.locks import AdvisoryLocks
+from cargohold.db.metadata import MetadataStore, NewManifest
 from tests.integration.postgres import Postgres
 
 NODES = 4
+CONCURRENT_WRITES = 6
+ROUNDS = 10
 
 
 def test_nodes_migrating_at_once_all_succeed_and_the_schema_is_upgraded_once(
@@ -62,5 +67,61 @@ def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Pos
         finally:
             await first.close()
             await second.close()
+
+    asyncio.run(run())
+
+
+def _manifest(round_: int, index: int) -> NewManifest:
+    return NewManifest(
+        digest=f"sha256:{round_:032x}{index:032x}",
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        size=100,
+        artifact_type=None,
+        subject_digest=None,
+        annotations=None,
+        blob_digests=frozenset(),
+        child_digests=frozenset(),
+    )
+
+
+def test_writes_from_several_nodes_at_once_that_create_a_row_when_missing_all_succeed(
+    database: Postgres,
+) -> None:
+    """PostgreSQL runs write transactions side by side where SQLite runs them one at a
+    time: pushes of one new tag, failed sign-ins of one account and the first start's
+    signing key, from two nodes at once, neither fail nor diverge."""
+    url = database.create_database()
+
+    async def run() -> None:
+        nodes = [Database(url), Database(url)]
+        metadata = [MetadataStore(node) for node in nodes]
+        accounts = [AccountStore(node) for node in nodes]
+        try:
+            project = await metadata[0].create_project("p")
+            repository = await metadata[0].create_repository(project, "r", "hosted", "docker")
+            image = await metadata[0].ensure_image(repository.id, "app")
+            for round_ in range(ROUNDS):
+                await asyncio.gather(
+                    *(
+                        metadata[i % 2].put_manifest(image, _manifest(round_, i), [f"t{round_}"])
+                        for i in range(CONCURRENT_WRITES)
+                    )
+                )
+                tagged = await metadata[1].manifest_by_tag(image, f"t{round_}")
+                assert tagged is not None
+            await asyncio.gather(
+                *(
+                    accounts[i % 2].record_failure("user:u", now=1000.0, since=0.0)
+                    for i in range(CONCURRENT_WRITES)
+                )
+            )
+            assert await accounts[0].failures("user:u", since=0.0) == (CONCURRENT_WRITES, 1000.0)
+            kept = await asyncio.gather(
+                *(accounts[i].add_signing_key(f"kid-{i}", f"pem-{i}") for i in range(2))
+            )
+            assert kept[0] == kept[1]
+        finally:
+            for node in nodes:
+                await node.dispose()
 
     asyncio.run(run())
