@@ -29,7 +29,7 @@ from cargohold.auth.accounts import GrantSpec
 from cargohold.auth.principals import ROBOT_PREFIX, ROLES
 from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
-from cargohold.db.engine import migrate
+from cargohold.db.engine import migrate, schema_revisions
 from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.integrity import FsckReport, human_size
 from cargohold.registry.policies import CleanupPolicy
@@ -47,6 +47,13 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.migrate_at_start:
         migrate(settings.metadata_url)
+        return settings
+    current, newest = schema_revisions(settings.metadata_url)
+    if current != newest:
+        raise InvalidInput(
+            f"the metadata database's schema is at revision {current or 'none'}, this version"
+            f" needs {newest}: run `cargohold migrate` (migrate_at_start is off)"
+        )
     return settings
 
 

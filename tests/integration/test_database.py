@@ -19,6 +19,7 @@ from cargohold.db.engine import MIGRATIONS, Database
 from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore, NewManifest
 from tests.integration.postgres import Postgres
+from tests.integration.server import cargohold
 
 NODES = 4
 CONCURRENT_WRITES = 6
@@ -47,6 +48,26 @@ def test_nodes_migrating_at_once_all_succeed_and_the_schema_is_upgraded_once(
     name = url.rsplit("/", 1)[1]
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert database.sql("SELECT version_num FROM alembic_version", name) == head
+
+
+def test_with_migrate_at_start_off_only_cargohold_migrate_migrates(
+    database: Postgres, tmp_path: Path
+) -> None:
+    """A rollout that migrates as a step of its own: nodes refuse to start on a schema
+    that is not up to date, and say what to do."""
+    settings = {
+        "CARGOHOLD_DATABASE_URL": database.create_database(migrated=False),
+        "CARGOHOLD_MIGRATE_AT_START": "false",
+    }
+    refused = cargohold("project", "list", data_dir=tmp_path, check=False, env=settings)
+    assert refused.returncode == 1
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert refused.stderr == (
+        f"cargohold: the metadata database's schema is at revision none, this version needs"
+        f" {head}: run `cargohold migrate` (migrate_at_start is off)\n"
+    )
+    cargohold("migrate", data_dir=tmp_path, env=settings)
+    assert cargohold("project", "list", data_dir=tmp_path, env=settings).returncode == 0
 
 
 def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Postgres) -> None:

@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVarTuple, overload
+from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event, func, select
 from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -102,6 +104,7 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 _Row = TypeVarTuple("_Row")
+_T = TypeVar("_T")
 # One row's values by name, or several rows' (an executemany).
 Parameters = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -224,27 +227,45 @@ class Database:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
+    _on_connection(url, _upgrade, migrating=True)
+
+
+def schema_revisions(url: str) -> tuple[str | None, str | None]:
+    """The schema's revision in the database (None: no schema yet), and the newest."""
+    current = _on_connection(
+        url, lambda connection: MigrationContext.configure(connection).get_current_revision()
+    )
+    return current, ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _on_connection(url: str, work: Callable[[Connection], _T], *, migrating: bool = False) -> _T:
+    """Run Alembic's synchronous `work` on a connection of its own, and commit."""
     if not is_sqlite(url):
-        asyncio.run(_migrate_through_asyncio(url))
-        return
+        return asyncio.run(_on_asyncio_connection(url, work, migrating=migrating))
     engine = _sync_engine(url)
-    with engine.connect() as connection:
-        _upgrade(connection.execution_options(**{WRITE: True}))
-        connection.commit()
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            result = work(connection.execution_options(**{WRITE: migrating}))
+            connection.commit()
+            return result
+    finally:
+        engine.dispose()
 
 
-async def _migrate_through_asyncio(url: str) -> None:
+async def _on_asyncio_connection(
+    url: str, work: Callable[[Connection], _T], *, migrating: bool
+) -> _T:
     # Alembic is synchronous: it runs on the asyncio driver's connection through run_sync,
     # so that PostgreSQL needs no second, synchronous driver.
     engine = create_async_engine(async_url(url))
     try:
         async with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
+            if migrating and connection.dialect.name == "postgresql":
                 # Released when the transaction ends, and by the server if this process dies.
                 await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-            await connection.run_sync(_upgrade)
+            result = await connection.run_sync(work)
             await connection.commit()
+            return result
     finally:
         await engine.dispose()
 
