@@ -5,6 +5,7 @@ Any node serves any request."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -38,18 +39,19 @@ class Nodes:
         return (self.a, self.b)
 
 
-@pytest.fixture
-def nodes(database: Postgres, tmp_path: Path) -> Iterator[Nodes]:
-    """Two nodes over a fresh database, with the hosted repository `test/hosted` and failed
-    sign-ins throttled after a few."""
+@contextlib.contextmanager
+def two_nodes(database: Postgres, workdir: Path, *setup: list[str]) -> Iterator[Nodes]:
+    """Two nodes over a fresh database, after the `setup` commands, with failed sign-ins
+    throttled after a few."""
     url = database.create_database()
     pair = Nodes(
         *(
-            Server(tmp_path / name, database_url=url, storage_dir=tmp_path / "storage")
+            Server(workdir / name, database_url=url, storage_dir=workdir / "storage")
             for name in ("a", "b")
         )
     )
-    pair.a.create_repository("test", "hosted")
+    for command in setup:
+        pair.a.cli(*command)
     try:
         for node in pair.both:
             node.start(env={"CARGOHOLD_LOGIN_FAILURE_LIMIT": str(LOGIN_FAILURE_LIMIT)})
@@ -57,6 +59,23 @@ def nodes(database: Postgres, tmp_path: Path) -> Iterator[Nodes]:
     finally:
         for node in pair.both:
             node.stop()
+
+
+HOSTED = (["project", "create", "test"], ["repo", "create", "test", "hosted", "--type", "hosted"])
+
+
+@pytest.fixture(scope="module")
+def nodes(database: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """Two nodes the module's tests share, with the hosted repository `test/hosted`."""
+    with two_nodes(database, tmp_path_factory.mktemp("nodes"), *HOSTED) as pair:
+        yield pair
+
+
+@pytest.fixture
+def own_nodes(database: Postgres, tmp_path: Path) -> Iterator[Nodes]:
+    """Two nodes of the test's own, for a test that kills one."""
+    with two_nodes(database, tmp_path, *HOSTED) as pair:
+        yield pair
 
 
 def _path(location: str) -> str:
@@ -99,10 +118,11 @@ def test_a_chunked_upload_whose_patches_alternate_between_the_nodes(nodes: Nodes
 
 
 def test_a_node_killed_in_the_middle_of_an_upload_the_client_goes_on_with_the_other(
-    nodes: Nodes,
+    own_nodes: Nodes,
 ) -> None:
     """The node dies while a PATCH streams to it; the client asks the other node where the
     upload stands and sends the rest there."""
+    nodes = own_nodes
     name = nodes.a.unique_name()
     first, second = (OciClient(node.url, node.admin_auth) for node in nodes.both)
     data = os.urandom(8 * CHUNK)
@@ -181,18 +201,8 @@ def test_cold_proxy_pulls_spread_over_both_nodes_fetch_each_blob_once(
     with ReferenceRegistry(tmp_path / "upstream") as upstream:
         image = oci_image(tmp_path / "layout", "v1", layers=3, layer_size=256 * 1024)
         upstream.seed(image, "team/app", "v1")
-        url = database.create_database()
-        pair = Nodes(
-            *(
-                Server(tmp_path / n, database_url=url, storage_dir=tmp_path / "storage")
-                for n in ("a", "b")
-            )
-        )
-        pair.a.cli("project", "create", "test")
-        pair.a.cli("repo", "create", "test", "hub", "--type", "proxy", "--remote-url", upstream.url)
-        try:
-            for node in pair.both:
-                node.start()
+        proxy = ["repo", "create", "test", "hub", "--type", "proxy", "--remote-url", upstream.url]
+        with two_nodes(database, tmp_path, ["project", "create", "test"], proxy) as pair:
             digests = sorted(blob.digest for blob in image.blobs)
             failures: list[str] = []
 
@@ -219,6 +229,3 @@ def test_cold_proxy_pulls_spread_over_both_nodes_fetch_each_blob_once(
             assert failures == []
             upstream.wait_for_log(lambda _: sum(upstream.blob_requests().values()) >= len(digests))
             assert upstream.blob_requests() == {digest: 1 for digest in digests}
-        finally:
-            for node in pair.both:
-                node.stop()
