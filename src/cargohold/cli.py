@@ -29,7 +29,7 @@ from cargohold.auth.accounts import GrantSpec
 from cargohold.auth.principals import ROBOT_PREFIX, ROLES
 from cargohold.config import Settings, load_settings
 from cargohold.db.accounts import RobotRecord
-from cargohold.db.engine import migrate
+from cargohold.db.engine import migrate, schema_revisions
 from cargohold.registry.errors import InvalidInput, ManagementError
 from cargohold.registry.gc import GcReport
 from cargohold.registry.integrity import FsckReport, human_size
@@ -52,8 +52,24 @@ Action = Callable[[Services, argparse.Namespace], Awaitable[int | None]]
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     settings = load_settings(args.config, {"data_dir": args.data_dir, **overrides})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.metadata_url)
+    if settings.migrate_at_start:
+        migrate(settings.metadata_url)
+        return settings
+    current, newest = schema_revisions(settings.metadata_url)
+    if current != newest:
+        raise InvalidInput(
+            f"the metadata database's schema is at revision {current or 'none'}, this version"
+            f" needs {newest}: run `cargohold migrate` (migrate_at_start is off)"
+        )
     return settings
+
+
+def migrate_schema(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, {"data_dir": args.data_dir})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.metadata_url)
+    _say("the metadata database's schema is at the newest revision")
+    return 0
 
 
 def _say(message: str) -> None:
@@ -516,7 +532,8 @@ def _parser() -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         sub.add_argument("--data-dir", type=Path, help="where metadata and blobs live")
         sub.add_argument("--config", type=Path, help="a TOML settings file")
-        sub.set_defaults(handler=handler if handler is serve else _administer(handler))
+        plain = handler in (serve, migrate_schema)
+        sub.set_defaults(handler=handler if plain else _administer(handler))
         return sub
 
     def group(name: str, help: str) -> Any:
@@ -600,6 +617,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve_parser.add_argument("--workers", type=int, help="server processes (default 1)")
+
+    command(
+        commands,
+        "migrate",
+        migrate_schema,
+        "bring the metadata database's schema to the newest revision, then exit",
+    )
 
     project = group("project", "manage projects and their members")
     quota_help = "bytes its hosted repositories may hold: 1073741824, 500MB, 10GiB"

@@ -29,6 +29,14 @@ class Settings(BaseModel):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
     )
+    storage_dir: Path | None = Field(
+        default=None,
+        description="the blob folder; data_dir/storage when unset (shared storage for nodes)",
+    )
+    migrate_at_start: bool = Field(
+        default=True,
+        description="serve and every command migrate the schema first; else `cargohold migrate`",
+    )
     max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     upload_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     cleanup_interval_seconds: int = Field(default=600, ge=1)
@@ -93,7 +101,7 @@ class Settings(BaseModel):
 
     @property
     def blob_dir(self) -> Path:
-        return self.data_dir / "storage"
+        return self.storage_dir or self.data_dir / "storage"
 
     @property
     def lock_dir(self) -> Path:

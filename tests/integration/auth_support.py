@@ -4,11 +4,7 @@ the server's own signing key (read from its database), challenges, and quick set
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
-import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +15,6 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cargohold.cli import main
 from tests.integration.server import Server
 
 SERVICE = "cargohold"
@@ -111,10 +106,7 @@ class Forger:
     would: expired, not yet valid, for another audience, with another kid."""
 
     def __init__(self, server: Server) -> None:
-        with sqlite3.connect(server.data_dir / "cargohold.db") as db:
-            rows = db.execute(
-                "SELECT private_key_pem FROM signing_keys ORDER BY created_at, kid"
-            ).fetchall()
+        rows = server.sql("SELECT private_key_pem FROM signing_keys ORDER BY created_at, kid").rows
         assert rows, "the server has no signing key yet"
         key = serialization.load_pem_private_key(rows[0][0].encode(), password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
@@ -169,16 +161,9 @@ def unsigned(payload: Mapping[str, Any], header: Mapping[str, Any]) -> str:
 def cli(server: Server, *args: str, stdin: str = "") -> str:
     """The command line against the server's data folder, run in this process (the same
     code as `cargohold ...`, without a second of interpreter start per command); its stdout."""
-    out, err = io.StringIO(), io.StringIO()
-    saved_stdin = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([*args, "--data-dir", str(server.data_dir)])
-    finally:
-        sys.stdin = saved_stdin
-    assert code == 0, f"cargohold {' '.join(args)}: {err.getvalue()}"
-    return out.getvalue()
+    code, out, err = server.cli_in_this_process(*args, stdin=stdin)
+    assert code == 0, f"cargohold {' '.join(args)}: {err}"
+    return out
 
 
 def create_user(

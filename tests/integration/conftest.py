@@ -5,8 +5,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import postgres
 from tests.integration.oci_client import OciClient
 from tests.integration.server import Server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_stops_at_the_end() -> Iterator[None]:
+    """The session's PostgreSQL server, when a test started it, ends with the session."""
+    yield
+    postgres.stop_shared()
+
+
+@pytest.fixture(scope="session")
+def database() -> postgres.Postgres:
+    """The session's PostgreSQL server, for tests that need PostgreSQL whatever the mode."""
+    return postgres.shared()
 
 
 @pytest.fixture(scope="session")

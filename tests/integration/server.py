@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
+from sqlalchemy import text
+
+from cargohold.cli import main
+from cargohold.db.engine import Database, sqlite_url
+from tests.integration import postgres
+from tests.integration.clients import free_port
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -19,14 +29,9 @@ STARTUP_SECONDS = 30.0
 STOP_SECONDS = 15.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def cargohold(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cargohold(
+    *args: str, data_dir: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the command line against a data folder, as an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "cargohold", *args, "--data-dir", str(data_dir)],
@@ -34,20 +39,80 @@ def cargohold(*args: str, data_dir: Path, check: bool = True) -> subprocess.Comp
         text=True,
         check=check,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SqlResult:
+    rows: list[tuple[Any, ...]]
+    changed: int
+
+
 class Server:
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        database_url: str | None = None,
+        storage_dir: Path | None = None,
+    ) -> None:
+        """`database_url`: the metadata database (default: SQLite in `data_dir`, or a fresh
+        PostgreSQL database when the tests run on PostgreSQL); `storage_dir`: the blob folder
+        (default: in `data_dir`), shared by nodes over one database."""
         self.data_dir = data_dir
+        self.database_url = database_url or postgres.test_database_url()
+        # The settings every command and the server of this data folder run with.
+        self.env: dict[str, str] = {}
+        if self.database_url is not None:
+            self.env["CARGOHOLD_DATABASE_URL"] = self.database_url
+        if storage_dir is not None:
+            self.env["CARGOHOLD_STORAGE_DIR"] = str(storage_dir)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def metadata_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir / "cargohold.db")
+
+    def sql(self, statement: str, **parameters: Any) -> SqlResult:
+        """Run one SQL statement (`:name` parameters) on the server's metadata database,
+        SQLite or PostgreSQL, in a transaction of its own: its rows and how many it changed."""
+
+        async def run() -> SqlResult:
+            database = Database(self.metadata_url)
+            try:
+                async with database.write() as conn:
+                    result = await conn.execute(text(statement), parameters)
+                    rows = [tuple(row) for row in result] if result.returns_rows else []
+                    return SqlResult(rows, result.rowcount)
+            finally:
+                await database.dispose()
+
+        return asyncio.run(run())
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return cargohold(*args, data_dir=self.data_dir, check=check)
+        return cargohold(*args, data_dir=self.data_dir, check=check, env=self.env)
+
+    def cli_in_this_process(self, *args: str, stdin: str = "") -> tuple[int, str, str]:
+        """The command line against this server's data, run in this process: the same code
+        as `cargohold ...` without a second of interpreter start. Its status, stdout, stderr."""
+        out, err = io.StringIO(), io.StringIO()
+        saved_stdin, saved_environ = sys.stdin, dict(os.environ)
+        sys.stdin = io.StringIO(stdin)
+        os.environ.update(self.env)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main([*args, "--data-dir", str(self.data_dir)])
+        finally:
+            sys.stdin = saved_stdin
+            os.environ.clear()
+            os.environ.update(saved_environ)
+        return code, out.getvalue(), err.getvalue()
 
     def create_repository(self, project: str, repository: str) -> str:
         """Create the project (when new) and a hosted repository; return its prefix."""
@@ -75,6 +140,7 @@ class Server:
             text=True,
             check=True,
             timeout=60,
+            env={**os.environ, **self.env},
         )
         for project, role in (role_in or {}).items():
             self.cli("project", "member-set", project, name, role)
@@ -97,7 +163,12 @@ class Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*self._command("serve"), "--port", str(self.port), *extra],
-            env={**os.environ, "CARGOHOLD_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})},
+            env={
+                **os.environ,
+                "CARGOHOLD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                **self.env,
+                **(env or {}),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )

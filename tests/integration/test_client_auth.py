@@ -174,6 +174,7 @@ def cli_batch(server: Server, *commands: list[str], stdin: str = "") -> list[str
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **server.env},
     )
     assert done.returncode == 0, done.stderr
     outputs: list[str] = json.loads(done.stdout)

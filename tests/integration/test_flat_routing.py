@@ -23,8 +23,6 @@ takes for Docker Hub (`CARGOHOLD_DOCKER_HUB_HOSTS`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import uuid
@@ -36,7 +34,6 @@ from typing import Any
 import pytest
 import requests
 
-from cargohold.cli import main
 from tests.integration.auth_support import (
     access_of,
     basic_header,
@@ -139,11 +136,9 @@ def flat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flat]:
 
 def cli_refused(server: Server, *args: str) -> str:
     """What the command line says on stderr when it refuses `args` (run in this process)."""
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main([*args, "--data-dir", str(server.data_dir)])
-    assert code == 1, (args, err.getvalue())
-    return err.getvalue()
+    code, _, err = server.cli_in_this_process(*args)
+    assert code == 1, (args, err)
+    return err
 
 
 def test_the_command_line_shows_and_refuses_flat_routing(flat: Flat) -> None:

@@ -32,7 +32,7 @@ def fsck(server: Server, *options: str, env: dict[str, str] | None = None) -> Fs
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **server.env, **(env or {})},
     )
     return Fsck(done.returncode, json.loads(done.stdout), done.stderr)
 

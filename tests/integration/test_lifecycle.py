@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,23 +233,21 @@ def set_tag_times(
     project, name = repository.split("/")
     now = time.time()
     pulled = None if pulled_days_ago is None else now - pulled_days_ago * DAY
-    with sqlite3.connect(server.data_dir / "cargohold.db") as db:
-        changed = db.execute(
-            "UPDATE tags SET updated_at = ?, last_pulled_at = ?, pull_count = ?"
-            " WHERE name = ? AND image_id = (SELECT images.id FROM images"
-            " JOIN repositories ON repositories.id = images.repository_id"
-            " JOIN projects ON projects.id = repositories.project_id"
-            " WHERE projects.name = ? AND repositories.name = ? AND images.name = ?)",
-            (
-                now - pushed_days_ago * DAY,
-                pulled,
-                0 if pulled is None else 1,
-                tag,
-                project,
-                name,
-                image,
-            ),
-        ).rowcount
+    changed = server.sql(
+        "UPDATE tags SET updated_at = :updated, last_pulled_at = :pulled, pull_count = :count"
+        " WHERE name = :tag AND image_id = (SELECT images.id FROM images"
+        " JOIN repositories ON repositories.id = images.repository_id"
+        " JOIN projects ON projects.id = repositories.project_id"
+        " WHERE projects.name = :project AND repositories.name = :repository"
+        " AND images.name = :image)",
+        updated=now - pushed_days_ago * DAY,
+        pulled=pulled,
+        count=0 if pulled is None else 1,
+        tag=tag,
+        project=project,
+        repository=name,
+        image=image,
+    ).changed
     assert changed == 1, (image, tag)
 
 
@@ -336,11 +333,11 @@ def test_policies_run_on_a_schedule(tmp_path: Path) -> None:
 
 
 def set_manifest_pulled(server: Server, digest: str, pulled_days_ago: float) -> None:
-    with sqlite3.connect(server.data_dir / "cargohold.db") as db:
-        changed = db.execute(
-            "UPDATE manifests SET last_pulled_at = ? WHERE digest = ?",
-            (time.time() - pulled_days_ago * DAY, digest),
-        ).rowcount
+    changed = server.sql(
+        "UPDATE manifests SET last_pulled_at = :pulled WHERE digest = :digest",
+        pulled=time.time() - pulled_days_ago * DAY,
+        digest=digest,
+    ).changed
     assert changed == 1, digest
 
 

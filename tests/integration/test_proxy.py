@@ -10,10 +10,8 @@ and its faults are its own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -201,12 +199,8 @@ def blob_file(server: Server, digest: str) -> Path:
 
 def blob_rows(server: Server, digest: str) -> tuple[int, int]:
     """(rows of `blobs`, rows of `image_blobs`) for the digest in the proxy's metadata."""
-    uri = f"file:{server.data_dir / 'cargohold.db'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
-        (known,) = db.execute("SELECT count(*) FROM blobs WHERE digest = ?", (digest,)).fetchone()
-        (linked,) = db.execute(
-            "SELECT count(*) FROM image_blobs WHERE digest = ?", (digest,)
-        ).fetchone()
+    [(known,)] = server.sql("SELECT count(*) FROM blobs WHERE digest = :d", d=digest).rows
+    [(linked,)] = server.sql("SELECT count(*) FROM image_blobs WHERE digest = :d", d=digest).rows
     return int(known), int(linked)
 
 

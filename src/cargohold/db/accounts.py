@@ -90,7 +90,8 @@ _GRANT_QUERY = (
     )
     .join(projects, projects.c.id == robot_grants.c.project_id)
     .outerjoin(repositories, repositories.c.id == robot_grants.c.repository_id)
-    .order_by(projects.c.name, repositories.c.name)
+    # A project-wide grant first: SQLite sorts NULL first, PostgreSQL last unless told.
+    .order_by(projects.c.name, repositories.c.name.nulls_first())
 )
 
 
@@ -157,6 +158,7 @@ class AccountStore(Store):
 
     async def set_member(self, project_id: int, user_id: int, role: str) -> None:
         async with self._write() as conn:
+            await self._one_writer_at_a_time(conn, f"member:{project_id}:{user_id}")
             changed = await conn.execute(
                 update(members)
                 .where(members.c.project_id == project_id, members.c.user_id == user_id)
@@ -224,8 +226,9 @@ class AccountStore(Store):
         assert robot is not None
         return robot
 
-    @staticmethod
-    async def _replace_grants(conn: Writer, robot_id: int, grants: Sequence[NewGrant]) -> None:
+    @classmethod
+    async def _replace_grants(cls, conn: Writer, robot_id: int, grants: Sequence[NewGrant]) -> None:
+        await cls._one_writer_at_a_time(conn, f"robot_grants:{robot_id}")
         await conn.execute(delete(robot_grants).where(robot_grants.c.robot_id == robot_id))
         if grants:
             await conn.execute(
@@ -357,6 +360,7 @@ class AccountStore(Store):
     async def add_signing_key(self, kid: str, pem: str) -> str:
         """Store a new key unless one exists; the key to sign with, whichever won."""
         async with self._write() as conn:
+            await self._one_writer_at_a_time(conn, "signing_key")
             if (await conn.execute(_OLDEST_KEY)).first() is None:
                 await conn.execute(
                     insert(signing_keys).values(
@@ -379,6 +383,7 @@ class AccountStore(Store):
     async def record_failure(self, key: str, now: float, since: float) -> None:
         """Count a failure in the key's window, or start a new window at `now`."""
         async with self._write() as conn:
+            await self._one_writer_at_a_time(conn, f"login_failures:{key}")
             counted = await conn.execute(
                 update(login_failures)
                 .where(login_failures.c.key == key, login_failures.c.window_start > since)

@@ -7,7 +7,8 @@ Handing each statement to a driver thread and back instead cost about a millisec
 CPU, and held the write lock across those hand-offs, so that concurrent writers queued on
 SQLite's coarse busy sleeps. A write starts with BEGIN IMMEDIATE without waiting: when
 another process holds the lock it tries again after a short asynchronous sleep, so the
-loop never blocks on it. Other databases (PostgreSQL) use their asyncio driver.
+loop never blocks on it. Other databases (PostgreSQL) use their asyncio driver (asyncpg
+for a plain `postgresql://` URL), migrations included.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVarTuple, overload
+from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event
-from sqlalchemy.engine import Connection, RootTransaction, make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine, event, func, select
+from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,14 +39,25 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # connection recovers the log after a crash.
 SQLITE_READ_BUSY_TIMEOUT_MS = 1_000
 WRITE = "cargohold_write"
+# URLs naming no driver get the asyncio driver Cargohold installs.
+ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+# The PostgreSQL advisory lock held while migrating, so that nodes starting together
+# upgrade the schema once: the others wait, then find it at head. Any fixed 64-bit number.
+MIGRATION_LOCK_KEY = 0x6361_7267_6F68_6F6C  # "cargohol"
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _is_sqlite(url: str) -> bool:
+def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def async_url(url: str) -> URL:
+    """The URL of a non-SQLite database for SQLAlchemy's asyncio engine."""
+    parsed = make_url(url)
+    return parsed.set(drivername=ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int) -> None:
@@ -65,7 +80,7 @@ def _sync_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **opti
     engine = create_engine(
         make_url(url).set(drivername=make_url(url).get_backend_name()), **options
     )
-    if _is_sqlite(url):
+    if is_sqlite(url):
         event.listen(engine, "connect", partial(_sqlite_connect, busy_timeout_ms=busy_timeout_ms))
         event.listen(engine, "begin", _sqlite_begin)
     return engine
@@ -75,7 +90,21 @@ def _is_busy(error: OperationalError) -> bool:
     return getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
+class DatabaseUnavailable(Exception):
+    """The metadata database could not be reached."""
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether the error says the database is out of reach (down, restarting, the connection
+    broken, no connection free in time) rather than that a query is wrong: a request that
+    failed so may succeed when tried again shortly."""
+    return isinstance(error, DatabaseUnavailable | PoolTimeout) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
 _Row = TypeVarTuple("_Row")
+_T = TypeVar("_T")
 # One row's values by name, or several rows' (an executemany).
 Parameters = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -123,7 +152,7 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sqlite_reads: Engine | None = None
         self._sqlite_writes: Engine | None = None
-        if _is_sqlite(url):
+        if is_sqlite(url):
             # Only reads and writes that await something in the middle hold a connection
             # for long; an unbounded overflow means a checkout never blocks the loop.
             self._sqlite_reads = _sync_engine(
@@ -131,12 +160,28 @@ class Database:
             )
             self._sqlite_writes = _sync_engine(url, 0, pool_size=2, max_overflow=-1)
         else:
-            self._engine = create_async_engine(url, pool_pre_ping=True)
+            self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
+        connection = self._engine.connect()
+        try:
+            await connection.start()
+        except (OSError, DBAPIError) as error:
+            # The driver raises OSError (refused, unreachable) or an error of the server
+            # (starting up, shutting down) when it cannot connect.
+            raise DatabaseUnavailable(f"cannot connect: {error}") from error
+        try:
+            yield connection
+        finally:
+            # Back to the pool even when the request is cancelled meanwhile.
+            await asyncio.shield(connection.close())
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
         if self._engine is not None:
-            async with self._engine.connect() as conn, conn.begin():
+            async with self._connection() as conn, conn.begin():
                 yield conn
             return
         assert self._sqlite_reads is not None
@@ -146,7 +191,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
         if self._engine is not None:
-            async with self._engine.connect() as conn:
+            async with self._connection() as conn:
                 await conn.execution_options(**{WRITE: True})
                 async with conn.begin():
                     yield conn
@@ -182,11 +227,51 @@ class Database:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
+    _on_connection(url, _upgrade, migrating=True)
+
+
+def schema_revisions(url: str) -> tuple[str | None, str | None]:
+    """The schema's revision in the database (None: no schema yet), and the newest."""
+    current = _on_connection(
+        url, lambda connection: MigrationContext.configure(connection).get_current_revision()
+    )
+    return current, ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _on_connection(url: str, work: Callable[[Connection], _T], *, migrating: bool = False) -> _T:
+    """Run Alembic's synchronous `work` on a connection of its own, and commit."""
+    if not is_sqlite(url):
+        return asyncio.run(_on_asyncio_connection(url, work, migrating=migrating))
     engine = _sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            result = work(connection.execution_options(**{WRITE: migrating}))
+            connection.commit()
+            return result
+    finally:
+        engine.dispose()
+
+
+async def _on_asyncio_connection(
+    url: str, work: Callable[[Connection], _T], *, migrating: bool
+) -> _T:
+    # Alembic is synchronous: it runs on the asyncio driver's connection through run_sync,
+    # so that PostgreSQL needs no second, synchronous driver.
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.connect() as connection:
+            if migrating and connection.dialect.name == "postgresql":
+                # Released when the transaction ends, and by the server if this process dies.
+                await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            result = await connection.run_sync(work)
+            await connection.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.connect() as connection:
-        config.attributes["connection"] = connection.execution_options(**{WRITE: True})
-        command.upgrade(config, "head")
-        connection.commit()
-    engine.dispose()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -679,6 +679,8 @@ class MetadataStore(Store):
                 for digest in new.child_digests
             ]
             await self._insert_ignoring_duplicates(conn, manifest_references, references)
+            if tag_names:
+                await self._one_writer_at_a_time(conn, f"tags:{image_id}")
             for name in tag_names:
                 moved = await conn.execute(
                     update(tags)

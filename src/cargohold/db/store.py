@@ -6,10 +6,11 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cargohold.db.engine import Database, Reader, Writer
+from cargohold.db.locks import lock_id
 from cargohold.db.schema import blobs, manifests
 
 
@@ -52,6 +53,14 @@ class Store:
         query = select(manifests.c.digest).distinct().where(manifests.c.digest.in_(digests))
         found.update((await conn.execute(query)).scalars())
         return found
+
+    @staticmethod
+    async def _one_writer_at_a_time(conn: Writer, name: str) -> None:
+        """Until this transaction ends, other transactions that call this with `name` wait.
+        SQLite writes one transaction at a time anyway; on PostgreSQL, without it, two
+        transactions that update a row or insert it when there is none would both insert."""
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(func.pg_advisory_xact_lock(lock_id(name))))
 
     async def ping(self) -> None:
         """Raises when the database does not answer."""

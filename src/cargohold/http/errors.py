@@ -10,12 +10,20 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from cargohold.auth.service import AccessDenied, TooManyAttempts
+from cargohold.db.engine import is_unavailable
 from cargohold.http.auth import denied, throttled
 from cargohold.oci.errors import ErrorCode, RegistryError, error_body
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 300
+# What clients are told to wait while the metadata database is out of reach.
+DATABASE_RETRY_AFTER = "5"
+DATABASE_UNAVAILABLE = "the metadata database is unavailable; try again shortly"
+
+
+def log_database_unavailable(request: web.Request, error: Exception) -> None:
+    log.warning("%s %s: %s: %s", request.method, request.path, DATABASE_UNAVAILABLE, error)
 
 
 def status_reason(error: RegistryError) -> str | None:
@@ -74,7 +82,15 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(_from_http_exception(request, error))
     except (ConnectionError, web.RequestPayloadError):
         raise
-    except Exception:
+    except Exception as error:
+        if is_unavailable(error):
+            log_database_unavailable(request, error)
+            unavailable = RegistryError(
+                ErrorCode.UNAVAILABLE,
+                DATABASE_UNAVAILABLE,
+                headers={"Retry-After": DATABASE_RETRY_AFTER},
+            )
+            return error_response(unavailable)
         log.exception("unexpected error on %s %s", request.method, request.path)
         body = {"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}
         return web.Response(status=500, text=json.dumps(body), content_type="application/json")

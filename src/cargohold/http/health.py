@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from cargohold.http.context import services
+from cargohold.http.errors import DATABASE_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "reason": "metadata database does not answer"},
             status=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": DATABASE_RETRY_AFTER},
         )
     return web.json_response({"status": "ok"})
 

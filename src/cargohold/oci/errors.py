@@ -31,6 +31,8 @@ class ErrorCode(enum.Enum):
     DENIED = ("DENIED", 403, "requested access to the resource is denied")
     UNSUPPORTED = ("UNSUPPORTED", 400, "the operation is unsupported")
     TOOMANYREQUESTS = ("TOOMANYREQUESTS", 429, "too many requests")
+    # distribution's code for a registry that cannot serve for now.
+    UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
     # Legacy Docker code; the spec allows it but clients must not depend on it.
     TAG_INVALID = ("TAG_INVALID", 400, "manifest tag did not match URI")
 

@@ -8,7 +8,7 @@ what it cached when the upstream fails.
 - A blob streams to the client while it is written to the cache; its digest is verified
   before the cached copy becomes visible.
 - One fetch per missing manifest or blob at a time, in this process and in every other
-  process on the same data folder (`SingleFlight`).
+  process on the same data folder or node over the same PostgreSQL database (`SingleFlight`).
 - When the upstream is down, slow, or answers 5xx or 429, cached content is served with a
   `Warning`; content never cached gets an error that names the upstream's problem.
 """
@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
@@ -168,7 +167,7 @@ class ProxyService:
         blobs: BlobService,
         content: StoredContent,
         *,
-        lock_dir: Path,
+        flights: SingleFlight,
         timeout_seconds: float,
         not_found_seconds: float,
         docker_hub_hosts: Collection[str],
@@ -179,7 +178,7 @@ class ProxyService:
         self._manifests = manifests
         self._blobs = blobs
         self.content = content
-        self._flights = SingleFlight(lock_dir)
+        self._flights = flights
         self._timeout = timeout_seconds
         self._not_found_seconds = not_found_seconds
         self.docker_hub_hosts = docker_hub_hosts

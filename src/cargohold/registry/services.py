@@ -10,10 +10,11 @@ from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import Database
+from cargohold.db.engine import Database, is_sqlite
 from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.leases import LeaseStore
+from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore
 from cargohold.registry import cleanup, gc
 from cargohold.registry.blobs import BlobService
@@ -27,7 +28,7 @@ from cargohold.registry.projects import ProjectService
 from cargohold.registry.proxy import ProxyService
 from cargohold.registry.pulls import PullRecorder
 from cargohold.registry.router import NameRouter
-from cargohold.registry.singleflight import SingleFlight
+from cargohold.registry.singleflight import FileLocks, SharedLocks, SingleFlight
 from cargohold.registry.uploads import UploadService
 from cargohold.storage import BlobStore, FilesystemBlobStore
 
@@ -54,6 +55,7 @@ class Services:
     pulls: PullRecorder
     cleanup: CleanupService
     gc: GarbageCollector
+    flight_locks: SharedLocks
 
     async def close(self) -> None:
         # Pulls counted since the last write are kept, not lost with the process.
@@ -62,6 +64,7 @@ class Services:
         except Exception:
             log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
+        await self.flight_locks.close()
         await self.database.dispose()
 
 
@@ -72,7 +75,16 @@ async def build_services(settings: Settings) -> Services:
     accounts = AccountStore(database)
     store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
     router = NameRouter(metadata)
-    content = StoredContent(metadata, store, SingleFlight(settings.lock_dir))
+    # Proxy fetches are single-flight, and stored bytes are locked while written or removed,
+    # across the processes on one data folder (file locks) or across every node over one
+    # PostgreSQL database (advisory locks).
+    flight_locks: SharedLocks = (
+        FileLocks(settings.lock_dir)
+        if is_sqlite(settings.metadata_url)
+        else AdvisoryLocks(settings.metadata_url)
+    )
+    flights = SingleFlight(flight_locks)
+    content = StoredContent(metadata, store, flights)
     issuer = await TokenIssuer.load(
         accounts, issuer=settings.token_issuer, ttl_seconds=settings.token_ttl_seconds
     )
@@ -117,7 +129,7 @@ async def build_services(settings: Settings) -> Services:
             manifests,
             blobs,
             content,
-            lock_dir=settings.lock_dir,
+            flights=flights,
             timeout_seconds=settings.proxy_timeout_seconds,
             not_found_seconds=settings.proxy_not_found_seconds,
             docker_hub_hosts=settings.docker_hub_hosts,
@@ -136,4 +148,5 @@ async def build_services(settings: Settings) -> Services:
             Lease(leases, gc.LEASE, gc.LEASE_SECONDS),
             grace_seconds=settings.gc_grace_seconds,
         ),
+        flight_locks=flight_locks,
     )

@@ -1,5 +1,10 @@
-"""One fetch at a time per key, within this process and across the processes that share
-the data folder: the first caller fetches, the others wait and then find it cached."""
+"""One fetch at a time per key, within this process and across every process that shares
+the cache: the first caller fetches, the others wait and then find it cached.
+
+Within the process an asyncio lock per key queues the callers; the one at its head then
+takes the lock that keeps other processes out: a file lock in the data folder (processes of
+one machine), or a PostgreSQL advisory lock (nodes over one database, `db.locks`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Protocol
 
 from cargohold.oci.errors import ErrorCode, RegistryError
 
@@ -31,11 +38,53 @@ class SingleFlightTimeout(RegistryError):
         )
 
 
-class SingleFlight:
-    def __init__(self, lock_dir: Path, max_wait: float = MAX_WAIT_SECONDS) -> None:
-        self._max_wait = max_wait
+class SharedLocks(Protocol):
+    """Locks by name that other processes see."""
+
+    def hold(self, key: str, deadline: float) -> AbstractAsyncContextManager[None]:
+        """Held until the context ends; TimeoutError when not had by `deadline`
+        (time.monotonic())."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FileLocks:
+    """flock(2) on a file per key, in a folder the processes of one machine share."""
+
+    def __init__(self, lock_dir: Path) -> None:
         self._lock_dir = lock_dir
         lock_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, deadline: float) -> AsyncIterator[None]:
+        path = self._lock_dir / hashlib.sha256(key.encode()).hexdigest()
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await _flock(fd, deadline)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    async def close(self) -> None:
+        """Nothing to release: each lock's file is closed with it."""
+
+
+async def _flock(fd: int, deadline: float) -> None:
+    """Take the file lock, polling so that waiting holds no thread."""
+    while time.monotonic() < deadline:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(POLL_SECONDS)
+    raise TimeoutError
+
+
+class SingleFlight:
+    def __init__(self, shared: SharedLocks, max_wait: float = MAX_WAIT_SECONDS) -> None:
+        self._shared = shared
+        self._max_wait = max_wait
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, int] = {}
 
@@ -50,27 +99,16 @@ class SingleFlight:
             except TimeoutError:
                 raise SingleFlightTimeout(key) from None
             try:
-                path = self._lock_dir / hashlib.sha256(key.encode()).hexdigest()
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-                try:
-                    await _flock(fd, key, deadline)
+                async with contextlib.AsyncExitStack() as held:
+                    # Only the wait for the lock times out here, not the fetch under it.
+                    try:
+                        await held.enter_async_context(self._shared.hold(key, deadline))
+                    except TimeoutError:
+                        raise SingleFlightTimeout(key) from None
                     yield
-                finally:
-                    os.close(fd)  # closing releases the lock
             finally:
                 lock.release()
         finally:
             self._holders[key] -= 1
             if not self._holders[key]:
                 del self._holders[key], self._locks[key]
-
-
-async def _flock(fd: int, key: str, deadline: float) -> None:
-    """Take the file lock, polling so that waiting holds no thread."""
-    while time.monotonic() < deadline:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            await asyncio.sleep(POLL_SECONDS)
-    raise SingleFlightTimeout(key)

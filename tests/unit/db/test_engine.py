@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from cargohold.db.engine import Database, migrate, sqlite_url
+from cargohold.db.engine import Database, async_url, migrate, sqlite_url
 from cargohold.db.schema import projects
 
 
@@ -141,3 +141,15 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
             await database.dispose()
 
     assert asyncio.run(run()) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u:p@db:5432/reg", "postgresql+asyncpg://u:p@db:5432/reg"),
+        ("postgres://u@db/reg?ssl=require", "postgresql+asyncpg://u@db/reg?ssl=require"),
+        ("postgresql+asyncpg://u@db/reg", "postgresql+asyncpg://u@db/reg"),
+    ],
+)
+def test_a_postgresql_url_without_a_driver_means_asyncpg(given: str, used: str) -> None:
+    assert async_url(given).render_as_string(hide_password=False) == used

@@ -44,6 +44,7 @@ from cargohold.oci.errors import ErrorCode, RegistryError, error_body
         (ErrorCode.UNSUPPORTED, "UNSUPPORTED", 400, "the operation is unsupported"),
         (ErrorCode.TOOMANYREQUESTS, "TOOMANYREQUESTS", 429, "too many requests"),
         (ErrorCode.TAG_INVALID, "TAG_INVALID", 400, "manifest tag did not match URI"),
+        (ErrorCode.UNAVAILABLE, "UNAVAILABLE", 503, "service unavailable"),
     ],
 )
 def test_error_code_table(member: ErrorCode, code: str, status: int, message: str) -> None:
@@ -53,7 +54,8 @@ def test_error_code_table(member: ErrorCode, code: str, status: int, message: st
     assert member.default_message == message
 
 
-def test_error_code_members_are_exactly_the_spec_codes_plus_tag_invalid() -> None:
+def test_error_code_members_are_exactly_the_spec_codes_plus_two_of_distribution() -> None:
+    """TAG_INVALID (legacy Docker) and UNAVAILABLE (the registry cannot serve for now)."""
     assert {member.name for member in ErrorCode} == {
         "BLOB_UNKNOWN",
         "BLOB_UPLOAD_INVALID",
@@ -70,6 +72,7 @@ def test_error_code_members_are_exactly_the_spec_codes_plus_tag_invalid() -> Non
         "UNSUPPORTED",
         "TOOMANYREQUESTS",
         "TAG_INVALID",
+        "UNAVAILABLE",
     }
 
 

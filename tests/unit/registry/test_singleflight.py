@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.registry.singleflight import SingleFlight, SingleFlightTimeout
+from cargohold.registry.singleflight import FileLocks, SingleFlight, SingleFlightTimeout
 
 
 def test_one_holder_at_a_time_per_key(tmp_path: Path) -> None:
     async def run() -> list[str]:
-        flights = SingleFlight(tmp_path)
+        flights = SingleFlight(FileLocks(tmp_path))
         events: list[str] = []
 
         async def hold(name: str, key: str) -> None:
@@ -28,7 +28,7 @@ def test_one_holder_at_a_time_per_key(tmp_path: Path) -> None:
 
 def test_other_keys_do_not_wait(tmp_path: Path) -> None:
     async def run() -> None:
-        flights = SingleFlight(tmp_path, max_wait=0.2)
+        flights = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
         async with flights.hold("one"), flights.hold("two"):
             pass
 
@@ -37,7 +37,7 @@ def test_other_keys_do_not_wait(tmp_path: Path) -> None:
 
 def test_a_waiter_gives_up_after_the_longest_wait(tmp_path: Path) -> None:
     async def run() -> None:
-        flights = SingleFlight(tmp_path, max_wait=0.2)
+        flights = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
         async with flights.hold("k"):
             with pytest.raises(SingleFlightTimeout) as caught:
                 async with flights.hold("k"):
@@ -51,7 +51,10 @@ def test_another_process_holding_the_file_lock_is_waited_for(tmp_path: Path) -> 
     """Two instances stand for two processes: only the file lock is shared."""
 
     async def run() -> None:
-        first, second = SingleFlight(tmp_path, max_wait=0.3), SingleFlight(tmp_path, max_wait=0.3)
+        first, second = (
+            SingleFlight(FileLocks(tmp_path), max_wait=0.3),
+            SingleFlight(FileLocks(tmp_path), max_wait=0.3),
+        )
         async with first.hold("k"):
             with pytest.raises(SingleFlightTimeout):
                 async with second.hold("k"):

@@ -10,6 +10,12 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from cargohold.auth.service import AccessDenied, TooManyAttempts
+from cargohold.db.engine import is_unavailable
+from cargohold.http.errors import (
+    DATABASE_RETRY_AFTER,
+    DATABASE_UNAVAILABLE,
+    log_database_unavailable,
+)
 from cargohold.registry.errors import ManagementError
 
 log = logging.getLogger(__name__)
@@ -87,6 +93,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _from_http_exception(request, error)
     except (ConnectionError, web.RequestPayloadError):
         raise
-    except Exception:
+    except Exception as error:
+        if is_unavailable(error):
+            log_database_unavailable(request, error)
+            return error_response(503, DATABASE_UNAVAILABLE, {"Retry-After": DATABASE_RETRY_AFTER})
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal server error")

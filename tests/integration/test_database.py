@@ -1,0 +1,148 @@
+"""The metadata database on a real PostgreSQL server: migrations from several nodes at once,
+writers on several nodes at once, and the advisory locks that make proxy fetches
+single-flight across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+
+from cargohold.db.accounts import AccountStore
+from cargohold.db.engine import MIGRATIONS, Database
+from cargohold.db.locks import AdvisoryLocks
+from cargohold.db.metadata import MetadataStore, NewManifest
+from tests.integration.postgres import Postgres
+from tests.integration.server import cargohold
+
+NODES = 4
+CONCURRENT_WRITES = 6
+ROUNDS = 10
+
+
+def test_nodes_migrating_at_once_all_succeed_and_the_schema_is_upgraded_once(
+    database: Postgres, tmp_path: Path
+) -> None:
+    """Each node migrates at start: on a fresh database they race to create the schema.
+    Half name the driver in the URL, half leave it to Cargohold: both forms work."""
+    url = database.create_database(migrated=False)
+    forms = [url, url.replace("postgresql://", "postgresql+asyncpg://")]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cargohold", "migrate", "--data-dir", str(tmp_path / f"n{i}")],
+            env={**os.environ, "CARGOHOLD_DATABASE_URL": forms[i % 2]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(NODES)
+    ]
+    outputs = [node.communicate(timeout=120)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0] * NODES, outputs
+    name = url.rsplit("/", 1)[1]
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert database.sql("SELECT version_num FROM alembic_version", name) == head
+
+
+def test_with_migrate_at_start_off_only_cargohold_migrate_migrates(
+    database: Postgres, tmp_path: Path
+) -> None:
+    """A rollout that migrates as a step of its own: nodes refuse to start on a schema
+    that is not up to date, and say what to do."""
+    settings = {
+        "CARGOHOLD_DATABASE_URL": database.create_database(migrated=False),
+        "CARGOHOLD_MIGRATE_AT_START": "false",
+    }
+    refused = cargohold("project", "list", data_dir=tmp_path, check=False, env=settings)
+    assert refused.returncode == 1
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert refused.stderr == (
+        f"cargohold: the metadata database's schema is at revision none, this version needs"
+        f" {head}: run `cargohold migrate` (migrate_at_start is off)\n"
+    )
+    cargohold("migrate", data_dir=tmp_path, env=settings)
+    assert cargohold("project", "list", data_dir=tmp_path, env=settings).returncode == 0
+
+
+def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Postgres) -> None:
+    """Two instances stand for two nodes: only the database is shared."""
+    url = database.create_database()
+
+    async def run() -> None:
+        first, second = AdvisoryLocks(url), AdvisoryLocks(url)
+        try:
+            async with first.hold("blob:a", time.monotonic() + 1):
+                with pytest.raises(TimeoutError):
+                    async with second.hold("blob:a", time.monotonic() + 0.3):
+                        pass
+                async with second.hold("blob:b", time.monotonic() + 0.3):  # another key
+                    pass
+            async with second.hold("blob:a", time.monotonic() + 1):  # free once let go
+                pass
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
+def _manifest(round_: int, index: int) -> NewManifest:
+    return NewManifest(
+        digest=f"sha256:{round_:032x}{index:032x}",
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        size=100,
+        artifact_type=None,
+        subject_digest=None,
+        annotations=None,
+        blob_digests=frozenset(),
+        child_digests=frozenset(),
+    )
+
+
+def test_writes_from_several_nodes_at_once_that_create_a_row_when_missing_all_succeed(
+    database: Postgres,
+) -> None:
+    """PostgreSQL runs write transactions side by side where SQLite runs them one at a
+    time: pushes of one new tag, failed sign-ins of one account and the first start's
+    signing key, from two nodes at once, neither fail nor diverge."""
+    url = database.create_database()
+
+    async def run() -> None:
+        nodes = [Database(url), Database(url)]
+        metadata = [MetadataStore(node) for node in nodes]
+        accounts = [AccountStore(node) for node in nodes]
+        try:
+            project = await metadata[0].create_project("p")
+            repository = await metadata[0].create_repository(project, "r", "hosted", "docker")
+            image = await metadata[0].ensure_image(repository.id, "app")
+            for round_ in range(ROUNDS):
+                await asyncio.gather(
+                    *(
+                        metadata[i % 2].put_manifest(image, _manifest(round_, i), [f"t{round_}"])
+                        for i in range(CONCURRENT_WRITES)
+                    )
+                )
+                tagged = await metadata[1].manifest_by_tag(image, f"t{round_}")
+                assert tagged is not None
+            await asyncio.gather(
+                *(
+                    accounts[i % 2].record_failure("user:u", now=1000.0, since=0.0)
+                    for i in range(CONCURRENT_WRITES)
+                )
+            )
+            assert await accounts[0].failures("user:u", since=0.0) == (CONCURRENT_WRITES, 1000.0)
+            kept = await asyncio.gather(
+                *(accounts[i].add_signing_key(f"kid-{i}", f"pem-{i}") for i in range(2))
+            )
+            assert kept[0] == kept[1]
+        finally:
+            for node in nodes:
+                await node.dispose()
+
+    asyncio.run(run())
