@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -172,18 +171,17 @@ def test_the_api_collects_for_system_administrators_only(tmp_path: Path) -> None
 @contextmanager
 def held_lease(server: Server) -> Iterator[None]:
     """Another node collecting: its lease in the database."""
-    database = sqlite3.connect(server.data_dir / "cargohold.db")
+    server.sql("DELETE FROM maintenance_leases")
+    server.sql(
+        "INSERT INTO maintenance_leases (name, holder, expires_at) VALUES (:name, :holder, :until)",
+        name="garbage-collection",
+        holder="node-b:42",
+        until=time.time() + 600,
+    )
     try:
-        with database:
-            database.execute(
-                "INSERT OR REPLACE INTO maintenance_leases VALUES (?, ?, ?, NULL)",
-                ("garbage-collection", "node-b:42", time.time() + 600),
-            )
         yield
-        with database:
-            database.execute("DELETE FROM maintenance_leases")
     finally:
-        database.close()
+        server.sql("DELETE FROM maintenance_leases")
 
 
 # Collecting during a push workload

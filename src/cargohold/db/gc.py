@@ -2,8 +2,9 @@
 
 Candidates are found by reading (no lock is held against pushes); each deletion runs in a
 write transaction that asks again, in its WHERE clause, whether the rows are still unused,
-so what a push made used in between stays. Writers on SQLite queue one at a time (BEGIN
-IMMEDIATE), so a deletion and a push that makes its rows used again never interleave.
+so what a push made used in between stays. Those writes run one at a time (SQLite's single
+writer; on PostgreSQL the lock of `Store._write_references`), so a deletion and a push that
+makes its rows used again never interleave.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class GcStore(Store):
         """Load every manifest of the image, let `choose` pick those to remove and, with
         `delete_chosen`, delete them (their references go with them): all in one write
         transaction, so that the choice is made on what is there when they go."""
-        transaction = self._write if delete_chosen else self._read
+        transaction = self._write_references if delete_chosen else self._read
         async with transaction() as conn:
             image = await _image_manifests(conn, image_id)
             chosen = choose(image)
@@ -166,7 +167,7 @@ class GcStore(Store):
         for row in rows:
             by_image[row.image_id].append(row.digest)
         deleted = 0
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             for image_id, digests in by_image.items():
                 result = await conn.execute(
                     delete(image_blobs).where(
@@ -193,7 +194,7 @@ class GcStore(Store):
 
     async def delete_unlinked_blobs(self, digests: Collection[str], cutoff: float) -> list[BlobRow]:
         """Delete the blob rows of `digests` that no image links to still; those that went."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             result = await conn.execute(
                 delete(blobs)
                 .where(blobs.c.digest.in_(digests), _unlinked_blob(cutoff))

@@ -543,7 +543,7 @@ class MetadataStore(Store):
         image; with `quota_project`, only if it fits the project's quota (checked in the same
         transaction). Linking it again starts the link's grace period again."""
         now = time.time()
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             if quota_project is not None:
                 await _check_quota(conn, quota_project, digest, size, lock=True)
             await self._insert_ignoring_duplicates(
@@ -562,7 +562,7 @@ class MetadataStore(Store):
         """Link a blob of the source image to another, if the source still holds it: in one
         transaction, so that garbage collection cannot remove the blob in between; with
         `quota_project`, only if it fits the project's quota."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             size = await conn.execute(_BLOB_SIZE, {"image_id": source_image_id, "digest": digest})
             held = size.scalar_one_or_none()
             if held is None:
@@ -580,7 +580,7 @@ class MetadataStore(Store):
 
     async def unlink_blob(self, image_id: int, digest: str) -> bool:
         """Remove a blob from an image, unless a manifest of that image still uses it."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             await _refuse_if_referenced(conn, image_id, digest, by_index=False)
             result = await conn.execute(
                 delete(image_blobs).where(
@@ -639,7 +639,7 @@ class MetadataStore(Store):
         """
         now = time.time()
         checked_at = now if checked_upstream else None
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             if require_references:
                 missing = await _missing_references(
                     conn, image_id, new.blob_digests, new.child_digests
@@ -700,7 +700,7 @@ class MetadataStore(Store):
 
     async def delete_manifest(self, image_id: int, digest: str) -> bool:
         """Delete a manifest and its tags, unless an index of the same image lists it."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             await _refuse_if_referenced(conn, image_id, digest, by_index=True)
             await conn.execute(
                 delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
@@ -713,7 +713,7 @@ class MetadataStore(Store):
             return result.rowcount > 0
 
     async def delete_tag(self, image_id: int, tag: str) -> bool:
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             result = await conn.execute(
                 delete(tags).where(tags.c.image_id == image_id, tags.c.name == tag)
             )
@@ -765,7 +765,7 @@ class MetadataStore(Store):
         """Delete tags given as (image, tag, digest), each only if it still points to that
         digest; the ones deleted. Their manifests stay, untagged, for garbage collection."""
         deleted = []
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             for image, tag, digest in doomed:
                 image_id = (
                     select(images.c.id)
@@ -841,7 +841,7 @@ class MetadataStore(Store):
         """Remove a cached manifest, its tags, and the image's links to blobs no remaining
         manifest of the image uses (their bytes are then for garbage collection); not when
         an index of the image still lists it."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             image_id = (
                 await conn.execute(
                     select(images.c.id).where(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Table, func, select
@@ -33,6 +33,17 @@ class Store:
 
     def _write(self) -> AbstractAsyncContextManager[Writer]:
         return self._database.write()
+
+    @asynccontextmanager
+    async def _write_references(self) -> AsyncIterator[Writer]:
+        """A write transaction that adds or removes what holds content: tags, manifests and
+        their references, links of blobs to images, blob rows. Garbage collection deletes
+        only what its WHERE clauses find unused, and a push adds only what its checks find
+        present; each must see the other's commit. SQLite runs one write at a time; on
+        PostgreSQL, whose transactions run side by side, these take one lock."""
+        async with self._write() as conn:
+            await self._one_writer_at_a_time(conn, "content references")
+            yield conn
 
     @staticmethod
     async def _insert_ignoring_duplicates(

@@ -19,7 +19,8 @@ Why a push running at the same time is never broken:
 - Every deletion of rows runs in a write transaction whose WHERE clause asks again whether
   the rows are unused; a manifest push checks, in its own write transaction, that its image
   holds everything the manifest points to, and a mount checks that its source still holds
-  the blob. SQLite runs write transactions one at a time (BEGIN IMMEDIATE): either the push
+  the blob. These write transactions run one at a time (SQLite writes one at a time; on
+  PostgreSQL they take one lock, `Store._write_references`): either the push
   commits first and the deletion finds the rows used, or the deletion commits first and the
   push is refused (`MANIFEST_BLOB_UNKNOWN`, the client uploads again), never a manifest
   whose content is gone.
