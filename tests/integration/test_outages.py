@@ -26,6 +26,7 @@ OUTAGE_SECONDS = 2.0
 RECOVERY_SECONDS = 30.0
 # Every pusher stops after this many attempts, or when told.
 MAX_PUSHES = 400
+RETRY_PAUSE_SECONDS = 0.05
 
 
 @pytest.fixture
@@ -116,6 +117,9 @@ class Pusher(threading.Thread):
         if response.status_code == status:
             return True
         self.refused.append(response)
+        # As a client retrying would, and so that refusals that come back at once during
+        # the outage do not use up MAX_PUSHES before the database is back.
+        time.sleep(RETRY_PAUSE_SECONDS)
         return False
 
     def push(self) -> None:
