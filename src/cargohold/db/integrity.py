@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, select, update
 
+from cargohold.db.candidates import add_candidates, freed_by_manifests
 from cargohold.db.engine import Reader
 from cargohold.db.schema import (
     blobs,
@@ -210,7 +211,13 @@ class IntegrityStore(Store):
         (its references go with it)."""
         async with self._write() as conn:
             await conn.execute(delete(tags).where(tags.c.digest == digest))
-            await conn.execute(delete(manifests).where(manifests.c.digest == digest))
+            manifest_ids = list(
+                (
+                    await conn.execute(select(manifests.c.id).where(manifests.c.digest == digest))
+                ).scalars()
+            )
+            await add_candidates(conn, await freed_by_manifests(conn, manifest_ids))
+            await conn.execute(delete(manifests).where(manifests.c.id.in_(manifest_ids)))
 
     async def correct_size(self, digest: str, size: int) -> None:
         async with self._write() as conn:
