@@ -159,18 +159,16 @@ def _judge_manifests(
     if not image.deletes_untagged:
         return {digest: Verdict.SETTLED for digest in candidates}
     present = {node.digest for node in image.manifests}
-    tagged_reach = reachable(image, cutoff=math.inf)
-    reach = reachable(image, cutoff)
-    return {
-        digest: (
-            Verdict.SETTLED
-            if digest not in present or digest in tagged_reach
-            else Verdict.WAIT
-            if digest in reach
-            else Verdict.REMOVE
-        )
-        for digest in candidates
-    }
+    # Roots that stay: tagged manifests (no cutoff makes a manifest recent).
+    lasting = reachable(image, cutoff=math.inf)
+    kept = reachable(image, cutoff)
+
+    def verdict(digest: str) -> Verdict:
+        if digest not in present or digest in lasting:
+            return Verdict.SETTLED
+        return Verdict.WAIT if digest in kept else Verdict.REMOVE
+
+    return {digest: verdict(digest) for digest in candidates}
 
 
 @dataclass(slots=True)
@@ -181,6 +179,8 @@ class _Run:
     report: GcReport
     cutoff: float
     removed: set[CandidateKey] = field(default_factory=set)
+    # A dry run reads a candidate both from the table and from what it would have written:
+    # it judges each once.
     judged: set[CandidateKey] = field(default_factory=set)
     pending: dict[str, list[CandidateKey]] = field(
         default_factory=lambda: {MANIFEST: [], LINK: [], BLOB: []}
