@@ -729,15 +729,17 @@ class MetadataStore(Store):
                 for digest in new.child_digests
             ]
             await self._insert_ignoring_duplicates(conn, manifest_references, references)
-            moved_from = await conn.execute(
-                select(tags.c.digest).where(
-                    tags.c.image_id == image_id,
-                    tags.c.name.in_(tag_names),
-                    tags.c.digest != new.digest,
+            # Untagged: the manifests the tags leave, or this one when pushed by digest.
+            untagged = {new.digest}
+            if tag_names:
+                moved_from = await conn.execute(
+                    select(tags.c.digest).where(
+                        tags.c.image_id == image_id,
+                        tags.c.name.in_(tag_names),
+                        tags.c.digest != new.digest,
+                    )
                 )
-            )
-            # Untagged, the manifests the tags leave; pushed by digest, this one.
-            untagged = set(moved_from.scalars()) if tag_names else {new.digest}
+                untagged = set(moved_from.scalars())
             await add_candidates(conn, manifest_candidates(image_id, untagged))
             for name in tag_names:
                 moved = await conn.execute(
