@@ -43,7 +43,7 @@ from tests.unit.registry.test_gc import (
     untag,
     with_pruned_repository,
 )
-from tests.unit.registry.test_integrity import push_blob, run, sha256
+from tests.unit.registry.test_integrity import OCI_MANIFEST, push_blob, run, sha256
 
 Named = set[tuple[str, str, str]]
 
@@ -219,7 +219,7 @@ def test_a_candidate_still_in_use_is_dropped_and_one_in_its_grace_period_stays(
         image = await push(services, PRUNED, "v1", [os.urandom(100)])
         target = await services.router.resolve(PRUNED)
         await services.manifests.put(
-            target, "stable", await manifest_bytes(services, image.digest), OCI_MANIFEST
+            target, "stable", manifest_bytes(services, image.digest), OCI_MANIFEST
         )
         await push(services, PRUNED, "v1", [os.urandom(100)])  # v1 moves; stable stays
         assert ("manifest", short(PRUNED), image.digest) in await candidates(services)
@@ -242,10 +242,7 @@ def test_a_candidate_still_in_use_is_dropped_and_one_in_its_grace_period_stays(
     run(tmp_path, scenario)
 
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-async def manifest_bytes(services: Services, digest: str) -> bytes:
+def manifest_bytes(services: Services, digest: str) -> bytes:
     return services.store.local_path(digest).read_bytes()
 
 
