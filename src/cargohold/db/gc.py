@@ -295,6 +295,7 @@ class GcStore(Store):
                 chosen = _chosen(verdicts)
                 if writer is not None:
                     await _settle(writer, LINK, image_id, verdicts)
+                if writer is not None and chosen:
                     deleted = await writer.execute(
                         delete(image_blobs)
                         .where(
@@ -343,6 +344,7 @@ class GcStore(Store):
             chosen = [rows[digest] for digest in _chosen(verdicts)]
             if writer is not None:
                 await _settle(writer, BLOB, NO_IMAGE, verdicts)
+            if writer is not None and chosen:
                 deleted = await writer.execute(
                     delete(blobs)
                     .where(
