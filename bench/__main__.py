@@ -171,6 +171,12 @@ def main(argv: list[str]) -> int:
             print(f"unknown workloads: {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
             return 2
         workloads = [w for w in workloads if w.key in keys]
+        if len(workloads) > 1 and any(w.alone for w in workloads):
+            alone = ", ".join(w.key for w in workloads if w.alone)
+            print(f"{alone}: run on its own (--only KEY)", file=sys.stderr)
+            return 2
+    else:
+        workloads = [w for w in workloads if not w.alone]
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -4,7 +4,10 @@ of the benchmark, and the workload times the collection, not the pushes.
 
 Both servers get the same images: each of `BLOBS_PER_IMAGE` small distinct blobs (a config
 and layers) and a manifest, tagged; and the garbage, images whose manifest was deleted: the
-blobs and the image's links to them stay, the manifest and its tag are gone. Cargohold's
+blobs and the image's links to them stay, the manifest and its tag are gone. Cargohold gets
+the garbage collection candidates its own writes would have left: the links of the garbage
+images (their uploads, and their manifest's deletion, name them); the tagged images have
+none, as after a collection that read the candidates of their pushes. Cargohold's
 rows are written with the project's schema tables (`cargohold.db.schema`) and its files
 where `FilesystemBlobStore` keeps them; the reference's files follow distribution's storage
 layout (`docker/registry/v2/`). Everything is dated `AGE_SECONDS` back, past Cargohold's
@@ -24,8 +27,10 @@ from sqlalchemy import create_engine, insert, select
 from sqlalchemy.engine import make_url
 
 from cargohold.config import load_settings
+from cargohold.db.candidates import link_candidates
 from cargohold.db.schema import (
     blobs,
+    gc_candidates,
     image_blobs,
     images,
     manifest_references,
@@ -137,6 +142,13 @@ def _seed_cargohold_image(conn: Any, image_id: int, image: SeedImage, moment: fl
         [{"image_id": image_id, "digest": digest, "created_at": moment} for digest in digests],
     )
     if image.garbage:
+        conn.execute(
+            insert(gc_candidates),
+            [
+                {"kind": key.kind, "image_id": key.image_id, "digest": key.digest}
+                for key in link_candidates(image_id, digests)
+            ],
+        )
         return
     manifest_digest = _sha256(image.manifest)
     manifest_id = conn.execute(

@@ -182,6 +182,8 @@ class Workload:
     unit: str = ""
     anonymous: bool = False
     """Anonymous requests: the open reference instance is charged, not the token one."""
+    alone: bool = False
+    """Runs only when named, and with no other workload: it changes what others measure."""
 
     def setup(self, bench: Bench) -> None:
         """Once, before the first round, for both servers."""
@@ -608,22 +610,37 @@ class GarbageCollection(Workload):
     holds the same images (distribution collects offline only: with no server pushing); it
     is not a server process, so its CPU is in the run's details, not the CPU column.
 
-    The store is seeded once (`bench/gcseed.py`); each round adds the garbage, images whose
-    manifest is gone, so that every round collects 1% of `gc_blobs`."""
+    The store is seeded once (`bench/gcseed.py`) with `store_factor` times `gc_blobs`
+    blobs; each round adds the garbage, images whose manifest is gone, 1% of `gc_blobs`
+    whatever the factor: a larger store with the same garbage shows what the store's size
+    costs a collection. A factor above 1 runs alone (the larger store would be `gc`'s)."""
 
-    key = "gc"
     unit = "blobs/s"
+
+    def __init__(self, store_factor: int = 1) -> None:
+        self.store_factor = store_factor
+        self.key = "gc" if store_factor == 1 else f"gc-{store_factor}x"
+        self.alone = store_factor > 1
 
     def setup(self, bench: Bench) -> None:
         s = bench.sizes
         image_count = s.gc_blobs // BLOBS_PER_IMAGE
         self.garbage_images = max(1, image_count // 100)
-        self.title = f"garbage collection, {s.gc_blobs:,} blobs with 1% garbage"
+        self.store_blobs = self.store_factor * s.gc_blobs
+        self.title = f"garbage collection, {self.store_blobs:,} blobs with" + (
+            " 1% garbage"
+            if self.store_factor == 1
+            else f" {self.garbage_images * BLOBS_PER_IMAGE:,} garbage (as `gc`)"
+        )
         self.storage = bench.folder("reference-gc")
         self.config = reference_config(self.storage, bench.workdir / "reference-gc.yml")
-        if "gc" not in bench.done:
-            self._seed(bench, make_images("kept", image_count - self.garbage_images, garbage=False))
-            bench.done.add("gc")
+        # Each part of the store once, shared by the workloads of every factor.
+        for part in range(self.store_factor):
+            label = f"kept{part}"
+            if f"gc-{label}" not in bench.done:
+                count = image_count - self.garbage_images if part == 0 else image_count
+                self._seed(bench, make_images(label, count, garbage=False))
+                bench.done.add(f"gc-{label}")
 
     def _seed(self, bench: Bench, images: list[Any]) -> None:
         project, repository = HOSTED.split("/")
@@ -631,7 +648,7 @@ class GarbageCollection(Workload):
         seed_reference(self.storage, HOSTED, images)
 
     def prepare(self, bench: Bench, round_: int) -> None:
-        self.garbage = make_images(f"r{round_}", self.garbage_images, garbage=True)
+        self.garbage = make_images(f"{self.key}-r{round_}", self.garbage_images, garbage=True)
         self._seed(bench, self.garbage)
 
     def run(self, bench: Bench, side: Side, round_: int, probe: Probe) -> Result:
@@ -662,7 +679,7 @@ class GarbageCollection(Workload):
             if any(reference_blob(self.storage, data).exists() for data in self.garbage[0].blobs):
                 raise RuntimeError("registry garbage-collect left garbage")
             detail = {"collector_cpu_seconds": round(cpu, 3)}
-        return Result(bench.sizes.gc_blobs / probe.seconds, detail)
+        return Result(self.store_blobs / probe.seconds, detail)
 
 
 def all_workloads() -> list[Workload]:
@@ -685,4 +702,5 @@ def all_workloads() -> list[Workload]:
         ProxyPull("warm"),
         ProxyPull("hosted"),
         GarbageCollection(),
+        GarbageCollection(store_factor=2),
     ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, select, update
 
+from cargohold.db.candidates import add_candidates, freed_by_manifests
 from cargohold.db.engine import Reader
 from cargohold.db.schema import (
     blobs,
@@ -201,16 +202,22 @@ class IntegrityStore(Store):
 
     async def forget_blob(self, digest: str) -> None:
         """Remove a blob row and every image's link to it."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             await conn.execute(delete(image_blobs).where(image_blobs.c.digest == digest))
             await conn.execute(delete(blobs).where(blobs.c.digest == digest))
 
     async def forget_manifest(self, digest: str) -> None:
         """Remove a manifest from every image that holds it, with the tags that point to it
         (its references go with it)."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             await conn.execute(delete(tags).where(tags.c.digest == digest))
-            await conn.execute(delete(manifests).where(manifests.c.digest == digest))
+            manifest_ids = list(
+                (
+                    await conn.execute(select(manifests.c.id).where(manifests.c.digest == digest))
+                ).scalars()
+            )
+            await add_candidates(conn, await freed_by_manifests(conn, manifest_ids))
+            await conn.execute(delete(manifests).where(manifests.c.id.in_(manifest_ids)))
 
     async def correct_size(self, digest: str, size: int) -> None:
         async with self._write() as conn:
@@ -221,7 +228,7 @@ class IntegrityStore(Store):
 
     async def delete_dangling_tag(self, image_id: int, tag: str, digest: str) -> None:
         """Delete the tag if it still points to `digest` and its image still lacks it."""
-        async with self._write() as conn:
+        async with self._write_references() as conn:
             await conn.execute(
                 delete(tags).where(
                     tags.c.image_id == image_id,

@@ -27,7 +27,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from cargohold.db.candidates import (
+    MANIFEST,
+    CandidateKey,
+    add_candidates,
+    blob_candidates,
+    freed_by_manifests,
+    link_candidates,
+    manifest_candidates,
+)
 from cargohold.db.engine import Reader, Writer
+from cargohold.db.gc import DELETE_UNTAGGED
 from cargohold.db.schema import (
     blobs,
     image_blobs,
@@ -280,6 +290,26 @@ async def _link(conn: Writer, image_id: int, digest: str, now: float) -> None:
             set_={"created_at": now},
         )
     )
+    # No manifest may ever use it.
+    await add_candidates(conn, link_candidates(image_id, [digest]))
+
+
+async def _remove_manifest(conn: Writer, image_id: int, digest: str) -> bool:
+    """Delete the image's manifest of `digest` with its tags (its references go with it),
+    naming what that may leave unused; whether it was there."""
+    await conn.execute(delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest))
+    manifest_ids = list(
+        (
+            await conn.execute(
+                select(manifests.c.id).where(
+                    manifests.c.image_id == image_id, manifests.c.digest == digest
+                )
+            )
+        ).scalars()
+    )
+    await add_candidates(conn, await freed_by_manifests(conn, manifest_ids))
+    result = await conn.execute(delete(manifests).where(manifests.c.id.in_(manifest_ids)))
+    return result.rowcount > 0
 
 
 async def _missing_references(
@@ -309,6 +339,20 @@ async def _missing_references(
         ).scalars()
     )
     return sorted((wanted_blobs - have_blobs) | (wanted_children - have_children))
+
+
+async def _untagged_manifests(conn: Writer, repository_id: int) -> list[CandidateKey]:
+    untagged = await conn.execute(
+        select(manifests.c.image_id, manifests.c.digest)
+        .join(images, images.c.id == manifests.c.image_id)
+        .where(
+            images.c.repository_id == repository_id,
+            ~exists().where(
+                tags.c.image_id == manifests.c.image_id, tags.c.digest == manifests.c.digest
+            ),
+        )
+    )
+    return [CandidateKey(MANIFEST, image_id, digest) for image_id, digest in untagged]
 
 
 def _hosted_content(project_ids: Collection[int] | None, digest: str | None = None) -> Any:
@@ -459,6 +503,9 @@ class MetadataStore(Store):
                 result = await conn.execute(
                     update(repositories).where(repositories.c.id == repository_id).values(**values)
                 )
+                if values.get("untagged_manifests") == DELETE_UNTAGGED:
+                    # Kept until now, its untagged manifests are for collection.
+                    await add_candidates(conn, await _untagged_manifests(conn, repository_id))
                 return bool(result.rowcount)
         except IntegrityError as error:
             raise AlreadyExists(str(values)) from error
@@ -587,7 +634,10 @@ class MetadataStore(Store):
                     image_blobs.c.image_id == image_id, image_blobs.c.digest == digest
                 )
             )
-            return result.rowcount > 0
+            if result.rowcount == 0:
+                return False
+            await add_candidates(conn, blob_candidates([digest]))
+            return True
 
     # Manifests and tags
 
@@ -679,8 +729,19 @@ class MetadataStore(Store):
                 for digest in new.child_digests
             ]
             await self._insert_ignoring_duplicates(conn, manifest_references, references)
+            # Untagged: the manifests the tags leave, or this one when pushed by digest.
+            untagged = {new.digest}
             if tag_names:
                 await self._one_writer_at_a_time(conn, f"tags:{image_id}")
+                moved_from = await conn.execute(
+                    select(tags.c.digest).where(
+                        tags.c.image_id == image_id,
+                        tags.c.name.in_(tag_names),
+                        tags.c.digest != new.digest,
+                    )
+                )
+                untagged = set(moved_from.scalars())
+            await add_candidates(conn, manifest_candidates(image_id, untagged))
             for name in tag_names:
                 moved = await conn.execute(
                     update(tags)
@@ -702,22 +763,18 @@ class MetadataStore(Store):
         """Delete a manifest and its tags, unless an index of the same image lists it."""
         async with self._write_references() as conn:
             await _refuse_if_referenced(conn, image_id, digest, by_index=True)
-            await conn.execute(
-                delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
-            )
-            result = await conn.execute(
-                delete(manifests).where(
-                    manifests.c.image_id == image_id, manifests.c.digest == digest
-                )
-            )
-            return result.rowcount > 0
+            return await _remove_manifest(conn, image_id, digest)
 
     async def delete_tag(self, image_id: int, tag: str) -> bool:
         async with self._write_references() as conn:
             result = await conn.execute(
-                delete(tags).where(tags.c.image_id == image_id, tags.c.name == tag)
+                delete(tags)
+                .where(tags.c.image_id == image_id, tags.c.name == tag)
+                .returning(tags.c.digest)
             )
-            return result.rowcount > 0
+            untagged = list(result.scalars())
+            await add_candidates(conn, manifest_candidates(image_id, untagged))
+            return bool(untagged)
 
     async def list_tags(self, image_id: int, last: str | None, limit: int | None) -> list[str]:
         query = select(tags.c.name).where(tags.c.image_id == image_id).order_by(tags.c.name)
@@ -773,11 +830,13 @@ class MetadataStore(Store):
                     .scalar_subquery()
                 )
                 result = await conn.execute(
-                    delete(tags).where(
-                        tags.c.image_id == image_id, tags.c.name == tag, tags.c.digest == digest
-                    )
+                    delete(tags)
+                    .where(tags.c.image_id == image_id, tags.c.name == tag, tags.c.digest == digest)
+                    .returning(tags.c.image_id)
                 )
-                if result.rowcount:
+                untagged_in = result.scalar_one_or_none()
+                if untagged_in is not None:
+                    await add_candidates(conn, manifest_candidates(untagged_in, [digest]))
                     deleted.append((image, tag, digest))
         return deleted
 
@@ -855,25 +914,19 @@ class MetadataStore(Store):
                 await _refuse_if_referenced(conn, image_id, digest, by_index=True)
             except StillReferenced:
                 return False
-            await conn.execute(
-                delete(tags).where(tags.c.image_id == image_id, tags.c.digest == digest)
-            )
-            result = await conn.execute(
-                delete(manifests).where(
-                    manifests.c.image_id == image_id, manifests.c.digest == digest
-                )
-            )
+            removed = await _remove_manifest(conn, image_id, digest)
             still_used = (
                 select(manifest_references.c.digest)
                 .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
                 .where(manifests.c.image_id == image_id)
             )
-            await conn.execute(
-                delete(image_blobs).where(
-                    image_blobs.c.image_id == image_id, image_blobs.c.digest.not_in(still_used)
-                )
+            unlinked = await conn.execute(
+                delete(image_blobs)
+                .where(image_blobs.c.image_id == image_id, image_blobs.c.digest.not_in(still_used))
+                .returning(image_blobs.c.digest)
             )
-            return result.rowcount > 0
+            await add_candidates(conn, blob_candidates(unlinked.scalars()))
+            return removed
 
     # Pull statistics
 

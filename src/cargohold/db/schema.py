@@ -245,6 +245,25 @@ login_failures = Table(
     Column("failures", Integer, nullable=False),
 )
 
+# What may have become garbage since the last collection: a manifest untagged or no longer
+# listed ('manifest'), an image's link to a blob no longer used or never used ('link'), a
+# blob row no image links to any more ('blob'). Written in the transaction that makes the
+# row possibly unused; garbage collection reads only these (registry/gc.py). Blob rows are
+# shared across images: their candidates have `image_id` 0 (NULL would defeat the unique
+# constraint). Ids only grow (AUTOINCREMENT), so that a collection reading them in order
+# also reads what it writes itself.
+gc_candidates = Table(
+    "gc_candidates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("image_id", Integer, nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    UniqueConstraint("kind", "image_id", "digest"),
+    Index(None, "kind", "id"),
+    sqlite_autoincrement=True,
+)
+
 # Work that one process at a time may do (garbage collection): a lease that its holder
 # renews while it works and gives back when done (`expires_at` 0, `finished_at` set), and
 # that lapses at `expires_at` if the holder dies.

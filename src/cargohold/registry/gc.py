@@ -14,6 +14,16 @@ and stored bytes are shared by digest):
 4. Stored bytes of removed blob rows and manifests, unless a row of any image still
    describes the digest.
 
+What a collection costs follows what changed, not the size of the store: every write that
+may leave a row unused names it as a candidate in its own transaction (db/candidates.py),
+and a collection reads only the candidates, in order manifests, links, blobs. A candidate
+manifest is judged on the manifests that could keep it (those that list it and its
+subject, transitively), not on its whole image. Each candidate judged goes (removed, or
+found in use), but those the grace period protects, which stay for a later collection.
+Removing a manifest names its links and the manifests it lists and its referrers;
+removing a link names its blob row: the same collection reads those too, so that an index
+goes with its children and their blobs in one run.
+
 Why a push running at the same time is never broken:
 
 - Every deletion of rows runs in a write transaction whose WHERE clause asks again whether
@@ -25,7 +35,8 @@ Why a push running at the same time is never broken:
   push is refused (`MANIFEST_BLOB_UNKNOWN`, the client uploads again), never a manifest
   whose content is gone.
 - Manifests are chosen for removal in the same write transaction that deletes them, from
-  the image as it is then.
+  the image as it is then; a candidate found in use is dropped in that transaction too, so
+  a write that makes it unused afterwards names it again.
 - Bytes are removed under the digest's content lock, which every writer holds while it
   stores bytes and writes their rows (`registry/content.py`), after checking that no row
   describes them: an upload finishing with the same digest either wrote its row first (the
@@ -36,22 +47,25 @@ Why a push running at the same time is never broken:
   whose blobs were collected between its upload and its manifest is refused cleanly.
 - One collection at a time across processes and nodes: a lease row in the database, taken
   and renewed in write transactions between batches; a run that loses it stops. Deletions
-  go in batches of `batch_size` rows, each a short transaction, so pushes wait little.
+  go in batches of `batch_size` candidates, each a short transaction, so pushes wait little.
 
-A dry run makes the same decisions without deleting, predicting what the earlier phases
-would free for the later ones; it takes no lease.
+A dry run makes the same decisions without deleting: it judges as if what it would have
+removed were gone, and reads the candidates a real run would have written from memory;
+it takes no lease.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cargohold.db.gc import BlobRow, GcStore, ImageManifests, ManifestNode
+from cargohold.db.candidates import BLOB, LINK, MANIFEST, CandidateKey
+from cargohold.db.gc import BlobRow, GcStore, ImageManifests, Verdict
 from cargohold.db.leases import LeaseRow
 from cargohold.registry.content import StoredContent
 from cargohold.registry.errors import Conflict
@@ -134,23 +148,52 @@ def reachable(image: ImageManifests, cutoff: float) -> set[str]:
     return kept
 
 
-def _unreachable(image: ImageManifests, cutoff: float) -> list[ManifestNode]:
-    kept = reachable(image, cutoff)
-    return sorted((node for node in image.manifests if node.digest not in kept), key=lambda n: n.id)
-
-
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     return (items[start : start + size] for start in range(0, len(items), size))
 
 
-@dataclass(slots=True)
-class _Prediction:
-    """What a dry run expects the earlier phases to free for the later ones."""
+def _judge_manifests(
+    image: ImageManifests, candidates: Collection[str], cutoff: float
+) -> dict[str, Verdict]:
+    """Remove the candidates no root reaches; those only recent roots reach wait for the
+    grace period to end; those a tag reaches (or gone already) are no longer candidates."""
+    if not image.deletes_untagged:
+        return {digest: Verdict.SETTLED for digest in candidates}
+    present = {node.digest for node in image.manifests}
+    # Roots that stay: tagged manifests (no cutoff makes a manifest recent).
+    lasting = reachable(image, cutoff=math.inf)
+    kept = reachable(image, cutoff)
 
-    # Links each blob digest loses with the manifests removed.
-    lost_links: Counter[str] = field(default_factory=Counter)
-    # Manifest rows of each digest removed.
+    def verdict(digest: str) -> Verdict:
+        if digest not in present or digest in lasting:
+            return Verdict.SETTLED
+        return Verdict.WAIT if digest in kept else Verdict.REMOVE
+
+    return {digest: verdict(digest) for digest in candidates}
+
+
+@dataclass(slots=True)
+class _Run:
+    """One collection: what it removed (a dry run: would remove), which later decisions
+    treat as gone, and in a dry run the candidates a real run would have written."""
+
+    report: GcReport
+    cutoff: float
+    removed: set[CandidateKey] = field(default_factory=set)
+    # A dry run reads a candidate both from the table and from what it would have written:
+    # it judges each once.
+    judged: set[CandidateKey] = field(default_factory=set)
+    pending: dict[str, list[CandidateKey]] = field(
+        default_factory=lambda: {MANIFEST: [], LINK: [], BLOB: []}
+    )
+    # Manifest rows of each digest removed, and blob rows removed: their stored files.
     lost_manifests: Counter[str] = field(default_factory=Counter)
+    removed_blobs: list[BlobRow] = field(default_factory=list)
+
+    def unjudged(self, keys: Iterable[CandidateKey]) -> list[CandidateKey]:
+        fresh = [key for key in dict.fromkeys(keys) if key not in self.judged]
+        self.judged.update(fresh)
+        return fresh
 
 
 class GarbageCollector:
@@ -210,136 +253,95 @@ class GarbageCollector:
 
     async def _collect(self, report: GcReport) -> None:
         started = time.monotonic()
-        cutoff = time.time() - report.grace_seconds
-        prediction = _Prediction()
-        await self._prune_manifests(report, cutoff, prediction)
-        await self._remove_links(report, cutoff, prediction)
-        removed_blobs = await self._remove_blobs(report, cutoff, prediction)
+        run = _Run(report, time.time() - report.grace_seconds)
+        for kind in (MANIFEST, LINK, BLOB):
+            await self._sweep_kind(run, kind)
+        report.blobs.extend(CollectedBlob(row.digest, row.size) for row in run.removed_blobs)
         if report.dry_run:
-            await self._predict_files(report, removed_blobs, prediction)
+            await self._predict_files(run)
         report.sort()
         report.seconds = round(time.monotonic() - started, 3)
 
-    # 1. Manifests
-
-    async def _prune_manifests(
-        self, report: GcReport, cutoff: float, prediction: _Prediction
-    ) -> None:
+    async def _sweep_kind(self, run: _Run, kind: str) -> None:
+        """Judge the candidates of `kind`: those written before this starts, then those
+        the run itself wrote meanwhile (a dry run: keeps in memory), until there are none.
+        Bounded: each pass reads candidates once, in id order; a real run passes again
+        only when the last pass wrote candidates of this kind (removed manifests name
+        those they list and their referrers), a step down a chain of indexes and
+        referrers each time; a dry run judges each candidate once."""
         after = 0
-        while image_ids := await self._queries.images_to_prune(cutoff, after, self._batch):
-            after = image_ids[-1]
-            for image_id in image_ids:
-                if report.dry_run:
-                    await self._predict_image(report, image_id, cutoff, prediction)
-                else:
-                    await self._prune_image(report, image_id, cutoff)
-
-    async def _prune_image(self, report: GcReport, image_id: int, cutoff: float) -> None:
-        # Bounded: each pass deletes a batch of the image's manifests older than `cutoff`.
         while True:
-            await self._renew()
-            image, chosen = await self._queries.prune_manifests(
-                image_id,
-                lambda image: _unreachable(image, cutoff)[: self._batch],
-                delete_chosen=True,
-            )
-            report.manifests.extend(
-                CollectedManifest(image.name, node.digest, node.size) for node in chosen
-            )
-            await self._free_bytes(report, [node.digest for node in chosen])
-            if len(chosen) < self._batch:
+            up_to = await self._queries.last_candidate_id()
+            wrote = False
+            while page := await self._queries.candidates(kind, after, up_to, self._batch):
+                after = page[-1].id
+                wrote |= await self._sweep_batch(run, kind, [c.key for c in page])
+            pending = run.pending[kind]
+            while pending:
+                batch, pending[:] = pending[: self._batch], pending[self._batch :]
+                await self._sweep_batch(run, kind, batch)
+            if not wrote:
                 return
 
-    async def _predict_image(
-        self, report: GcReport, image_id: int, cutoff: float, prediction: _Prediction
-    ) -> None:
-        image, chosen = await self._queries.prune_manifests(
-            image_id, lambda image: _unreachable(image, cutoff), delete_chosen=False
-        )
-        chosen_ids = {node.id for node in chosen}
-        still_used = {
-            digest for node in image.manifests if node.id not in chosen_ids for digest in node.blobs
-        }
-        for node in chosen:
-            report.manifests.append(CollectedManifest(image.name, node.digest, node.size))
-            prediction.lost_manifests[node.digest] += 1
-        for digest in {digest for node in chosen for digest in node.blobs} - still_used:
-            linked_at = image.links.get(digest)
-            if linked_at is not None and linked_at < cutoff:
-                prediction.lost_links[digest] += 1
-                report.links += 1
-
-    # 2. Links
-
-    async def _remove_links(self, report: GcReport, cutoff: float, prediction: _Prediction) -> None:
-        after = None
-        # Bounded: the key only grows.
-        while rows := await self._queries.unused_links(after, cutoff, self._batch):
-            after = rows[-1]
-            if report.dry_run:
-                report.links += len(rows)
-                prediction.lost_links.update(row.digest for row in rows)
-            else:
-                await self._renew()
-                report.links += await self._queries.delete_unused_links(rows, cutoff)
-
-    # 3. Blob rows (and 4. their bytes)
-
-    async def _remove_blobs(
-        self, report: GcReport, cutoff: float, prediction: _Prediction
-    ) -> list[BlobRow]:
-        removed: list[BlobRow] = []
-        after = None
-        # Bounded: the key only grows.
-        while rows := await self._queries.unlinked_blobs(after, cutoff, self._batch):
-            after = rows[-1].digest
-            if report.dry_run:
-                removed.extend(rows)
-                continue
+    async def _sweep_batch(self, run: _Run, kind: str, batch: list[CandidateKey]) -> bool:
+        """Judge a batch, and remove (a dry run: note) what goes; whether the run wrote
+        candidates of the same kind."""
+        report = run.report
+        apply = not report.dry_run
+        batch = run.unjudged(batch) if report.dry_run else batch
+        if not batch:
+            return False
+        if apply:
             await self._renew()
-            gone = await self._queries.delete_unlinked_blobs([r.digest for r in rows], cutoff)
-            removed.extend(gone)
-            await self._free_bytes(report, [row.digest for row in gone])
-        if report.dry_run:
-            removed.extend(await self._predict_unlinked(cutoff, prediction))
-        report.blobs.extend(CollectedBlob(row.digest, row.size) for row in removed)
-        return removed
-
-    async def _predict_unlinked(self, cutoff: float, prediction: _Prediction) -> list[BlobRow]:
-        """Blob rows that lose every link with the links the dry run would remove."""
-        unlinked: list[BlobRow] = []
-        for digests in _chunks(sorted(prediction.lost_links), self._batch):
-            counts = await self._queries.link_counts(digests)
-            rows = await self._queries.blob_rows(digests)
-            unlinked.extend(
-                rows[digest]
-                for digest in digests
-                if digest in rows
-                and rows[digest].created_at < cutoff
-                and counts.get(digest, 0) == prediction.lost_links[digest]
-                # Found unlinked already by the scan: counted there.
-                and counts.get(digest, 0) > 0
+        if kind == MANIFEST:
+            sweep = await self._queries.sweep_manifests(
+                batch,
+                lambda image, digests: _judge_manifests(image, digests, run.cutoff),
+                excluded=run.removed,
+                apply=apply,
             )
-        return unlinked
+        elif kind == LINK:
+            sweep = await self._queries.sweep_links(
+                batch, run.cutoff, excluded=run.removed, apply=apply
+            )
+        else:
+            sweep = await self._queries.sweep_blobs(
+                batch, run.cutoff, excluded=run.removed, apply=apply
+            )
+        for removed in sweep.manifests:
+            report.manifests.append(
+                CollectedManifest(removed.image, removed.node.digest, removed.node.size)
+            )
+            run.removed.add(removed.key)
+            run.lost_manifests[removed.node.digest] += 1
+        report.links += len(sweep.links)
+        run.removed.update(sweep.links)
+        run.removed_blobs.extend(sweep.blobs)
+        if apply:
+            gone = [removed.node.digest for removed in sweep.manifests]
+            await self._free_bytes(report, gone + [row.digest for row in sweep.blobs])
+        else:
+            for key in sweep.freed:
+                run.pending[key.kind].append(key)
+        return apply and any(key.kind == kind for key in sweep.freed)
 
     async def _free_bytes(self, report: GcReport, digests: list[str]) -> None:
         freed = await self._content.remove_unless_described(digests)
         report.files += len(freed)
         report.bytes_freed += sum(freed.values())
 
-    async def _predict_files(
-        self, report: GcReport, removed_blobs: list[BlobRow], prediction: _Prediction
-    ) -> None:
+    async def _predict_files(self, run: _Run) -> None:
         """The stored files that no row would describe once the rows are gone."""
-        removed = {row.digest for row in removed_blobs}
-        candidates = sorted(removed | set(prediction.lost_manifests))
+        report = run.report
+        removed = {row.digest for row in run.removed_blobs}
+        candidates = sorted(removed | set(run.lost_manifests))
         for digests in _chunks(candidates, self._batch):
             manifest_counts = await self._queries.manifest_counts(digests)
             blob_rows = await self._queries.blob_rows(digests)
             for digest in digests:
                 if digest in blob_rows and digest not in removed:
                     continue
-                if manifest_counts.get(digest, 0) > prediction.lost_manifests[digest]:
+                if manifest_counts.get(digest, 0) > run.lost_manifests[digest]:
                     continue
                 size = await self._store.size(digest)
                 if size is not None:

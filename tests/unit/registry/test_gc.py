@@ -361,7 +361,6 @@ def test_reachability_follows_children_and_referrers_from_roots() -> None:
             node("orphan-referrer", subject_digest="gone"),
             node("old"),
         ],
-        {},
     )
     assert reachable(image, cutoff=50.0) == {
         "index",
