@@ -124,9 +124,9 @@ class UpstreamBlob:
         held = b""
         await store.start_upload(upload_id)
         try:
-            async with self._response as response, store.upload_writer(upload_id) as writer:
+            async with self._response as response, store.upload_writer(upload_id, 0) as writer:
                 async for data in response.content.iter_chunked(BLOB_CHUNK):
-                    writer.write(data)
+                    await writer.write(data)
                     hasher.update(data)
                     received += len(data)
                     if held:

@@ -59,6 +59,7 @@ class Services:
         except Exception:
             log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
+        await self.store.close()
         await self.database.dispose()
 
 

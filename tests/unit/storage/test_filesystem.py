@@ -22,16 +22,17 @@ def test_an_upload_becomes_a_blob_only_when_committed(tmp_path: Path) -> None:
     async def run() -> None:
         store = FilesystemBlobStore(tmp_path)
         await store.start_upload("a" * 32)
-        async with store.upload_writer("a" * 32) as writer:
-            writer.write(DATA[:5])
-        async with store.upload_writer("a" * 32) as writer:
-            writer.write(DATA[5:])
+        async with store.upload_writer("a" * 32, 0) as writer:
+            await writer.write(DATA[:5])
+        async with store.upload_writer("a" * 32, 5) as writer:
+            await writer.write(DATA[5:])
         assert await store.upload_size("a" * 32) == len(DATA)
         assert await _read_upload(store, "a" * 32) == DATA
         assert await store.size(DIGEST) is None
         await store.commit_upload("a" * 32, DIGEST)
         assert await store.size(DIGEST) == len(DATA)
         assert store.local_path(DIGEST).read_bytes() == DATA
+        assert b"".join([c async for c in store.read(DIGEST, 5, 4)]) == DATA[5:9]
         assert await store.upload_size("a" * 32) is None
         assert await store.upload_ids() == []
 
