@@ -63,11 +63,30 @@ class Services:
         await self.database.dispose()
 
 
+async def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "filesystem":
+        return FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
+    # Imported only here: botocore is large, and a filesystem registry does without it.
+    from cargohold.storage.s3 import S3BlobStore
+
+    assert settings.s3_bucket is not None
+    return await S3BlobStore.open(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+        prefix=settings.s3_prefix,
+        part_size=settings.s3_part_size,
+        presigned_redirects=settings.s3_presigned_redirects,
+    )
+
+
 async def build_services(settings: Settings) -> Services:
     database = Database(settings.metadata_url)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)
-    store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
+    store = await open_blob_store(settings)
     router = NameRouter(metadata)
     content = StoredContent(metadata, store, SingleFlight(settings.lock_dir))
     issuer = await TokenIssuer.load(

@@ -18,6 +18,11 @@ from pathlib import Path
 from types import TracebackType
 
 
+def is_upload_id(upload_id: str) -> bool:
+    """Ids come from URLs: only our own uuid4 hex form names stored bytes."""
+    return len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)
+
+
 @dataclass(frozen=True, slots=True)
 class LocalFile:
     """A blob in a local file: the server sends it with sendfile."""

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cargohold.storage.base import BlobStore, Delivery, LocalFile, UploadWriter
+from cargohold.storage.base import BlobStore, Delivery, LocalFile, UploadWriter, is_upload_id
 
 READ_CHUNK = 1 << 20
 
@@ -46,8 +46,7 @@ class FilesystemBlobStore(BlobStore):
         return self._blobs / algorithm / encoded[:2] / encoded
 
     def _upload_path(self, upload_id: str) -> Path:
-        # Ids come from URLs: only our own uuid4 hex form may name a file.
-        if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
+        if not is_upload_id(upload_id):
             raise FileNotFoundError(upload_id)
         return self._uploads / upload_id
 
