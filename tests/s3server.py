@@ -69,11 +69,11 @@ class S3Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def create_bucket(self) -> str:
-        """A fresh, empty bucket."""
+    def create_bucket(self, bucket: str | None = None) -> str:
+        """A bucket, by default a fresh one."""
         import boto3  # moto brings it
 
-        bucket = f"cargohold-{uuid.uuid4().hex[:16]}"
+        bucket = bucket or f"cargohold-{uuid.uuid4().hex[:16]}"
         boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,

@@ -98,18 +98,24 @@ class _ObjectWriter(UploadWriter):
     def __init__(self, store: S3BlobStore, key: str) -> None:
         self._store = store
         self._key = key
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         self._multipart_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._done = False
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        part_size = self._store.part_size
-        while len(self._buffer) >= part_size:
-            part = bytes(self._buffer[:part_size])
-            del self._buffer[:part_size]
-            await self._upload_part(part)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._store.part_size:
+            # Parts may exceed part_size by a chunk: each chunk is copied once, into its part.
+            await self._upload_part(self._take_buffer())
+
+    def _take_buffer(self) -> bytes:
+        part = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        return part
 
     async def _upload_part(self, part: bytes) -> None:
         client, bucket = self._store.client, self._store.bucket
@@ -137,12 +143,12 @@ class _ObjectWriter(UploadWriter):
         client, bucket = self._store.client, self._store.bucket
         if self._multipart_id is None:
             self._done = True
-            if self._buffer:
+            if self._buffered:
                 with _store_failures():
-                    await client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
+                    await client.put_object(Bucket=bucket, Key=self._key, Body=self._take_buffer())
             return
-        if self._buffer:
-            await self._upload_part(bytes(self._buffer))
+        if self._buffered:
+            await self._upload_part(self._take_buffer())
         self._done = True
         try:
             with _store_failures():
@@ -231,7 +237,7 @@ class S3BlobStore(BlobStore):
     async def close(self) -> None:
         await self._connection.aclose()
 
-    def _blob_key(self, digest: str) -> str:
+    def blob_key(self, digest: str) -> str:
         algorithm, _, encoded = digest.partition(":")
         return f"{self._prefix}blobs/{algorithm}/{encoded[:2]}/{encoded}"
 
@@ -248,7 +254,7 @@ class S3BlobStore(BlobStore):
             raise
 
     async def size(self, digest: str) -> int | None:
-        head = await self._head(self._blob_key(digest))
+        head = await self._head(self.blob_key(digest))
         return None if head is None else int(head["ContentLength"])
 
     async def delivery(self, digest: str) -> Delivery:
@@ -256,16 +262,16 @@ class S3BlobStore(BlobStore):
             return Streamed()
         url = await self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": self._blob_key(digest)},
+            Params={"Bucket": self.bucket, "Key": self.blob_key(digest)},
             ExpiresIn=PRESIGNED_URL_SECONDS,
         )
         return Redirect(url)
 
     async def read_bytes(self, digest: str) -> bytes:
-        return b"".join([chunk async for chunk in self._stream(self._blob_key(digest))])
+        return b"".join([chunk async for chunk in self._stream(self.blob_key(digest))])
 
     async def put_bytes(self, digest: str, data: bytes) -> None:
-        key = self._blob_key(digest)
+        key = self.blob_key(digest)
         if await self._head(key) is not None:
             return
         with _store_failures():
@@ -273,12 +279,12 @@ class S3BlobStore(BlobStore):
 
     async def delete(self, digest: str) -> None:
         with _store_failures():
-            await self.client.delete_object(Bucket=self.bucket, Key=self._blob_key(digest))
+            await self.client.delete_object(Bucket=self.bucket, Key=self.blob_key(digest))
 
     def read(
         self, digest: str, offset: int = 0, length: int | None = None
     ) -> AsyncGenerator[bytes, None]:
-        return self._stream(self._blob_key(digest), offset, length)
+        return self._stream(self.blob_key(digest), offset, length)
 
     async def _stream(
         self, key: str, offset: int = 0, length: int | None = None
@@ -320,14 +326,14 @@ class S3BlobStore(BlobStore):
                 yield f"{parts[0]}:{parts[2]}"
 
     async def modified_at(self, digest: str) -> float | None:
-        head = await self._head(self._blob_key(digest))
+        head = await self._head(self.blob_key(digest))
         return None if head is None else float(head["LastModified"].timestamp())
 
     async def quarantine(self, digest: str) -> str:
         algorithm, _, encoded = digest.partition(":")
         # A blob quarantined again (stored again, found corrupt again) keeps both copies.
         target = f"{self._prefix}quarantine/{algorithm}/{encoded}/{time.time_ns()}"
-        source = self._blob_key(digest)
+        source = self.blob_key(digest)
         with _store_failures():
             await self.client.copy_object(
                 Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
@@ -362,7 +368,7 @@ class S3BlobStore(BlobStore):
                     yield chunk
 
     async def commit_upload(self, upload_id: str, digest: str) -> None:
-        key = self._blob_key(digest)
+        key = self.blob_key(digest)
         if await self._head(key) is None:
             await self._write_verified(key, digest, self.read_upload(upload_id))
         await self.discard_upload(upload_id)

@@ -28,7 +28,7 @@ def filesystem_opener(root: Path) -> StoreOpener:
     return opened
 
 
-def s3_opener(server: S3Server, bucket: str, prefix: str = "registry/") -> StoreOpener:
+def s3_opener(server: S3Server, bucket: str, *, presigned_redirects: bool = False) -> StoreOpener:
     """Each call opens another client of one bucket: another node of one registry."""
 
     @contextlib.asynccontextmanager
@@ -39,8 +39,9 @@ def s3_opener(server: S3Server, bucket: str, prefix: str = "registry/") -> Store
             region=REGION,
             access_key_id=ACCESS_KEY_ID,
             secret_access_key=SECRET_ACCESS_KEY,
-            prefix=prefix,
+            prefix="registry/",
             part_size=PART_SIZE,
+            presigned_redirects=presigned_redirects,
         )
         try:
             yield store
