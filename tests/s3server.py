@@ -83,6 +83,12 @@ class S3Server:
         ).create_bucket(Bucket=bucket)
         return bucket
 
+    def blobs(self, settings: dict[str, str]) -> BucketBlobs:
+        """The stored blobs of a server with these settings."""
+        return BucketBlobs(
+            self.endpoint_url, settings["CARGOHOLD_S3_BUCKET"], settings["CARGOHOLD_S3_PREFIX"]
+        )
+
     def settings(self, bucket: str) -> dict[str, str]:
         """The CARGOHOLD_* settings of a server keeping its blobs in `bucket`."""
         return {
@@ -94,3 +100,49 @@ class S3Server:
             "CARGOHOLD_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
             "CARGOHOLD_S3_PREFIX": "registry/",
         }
+
+
+class BucketBlobs:
+    """The blobs of a server on S3 as stored objects, for tests that alter or inspect them."""
+
+    def __init__(self, endpoint_url: str, bucket: str, prefix: str) -> None:
+        import boto3  # moto brings it
+
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
+        self._bucket = bucket
+        self._prefix = prefix
+
+    def _key(self, digest: str) -> str:
+        algorithm, encoded = digest.split(":")
+        return f"{self._prefix}blobs/{algorithm}/{encoded[:2]}/{encoded}"
+
+    def read(self, digest: str) -> bytes | None:
+        try:
+            body: bytes = self._client.get_object(Bucket=self._bucket, Key=self._key(digest))[
+                "Body"
+            ].read()
+        except self._client.exceptions.NoSuchKey:
+            return None
+        return body
+
+    def write(self, digest: str, data: bytes) -> None:
+        self._client.put_object(Bucket=self._bucket, Key=self._key(digest), Body=data)
+
+    def delete(self, digest: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=self._key(digest))
+
+    def under(self, folder: str) -> dict[str, bytes]:
+        """Every object under `blobs/`, `uploads/` or `quarantine/`, by key."""
+        found: dict[str, bytes] = {}
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=f"{self._prefix}{folder}/"):
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                found[key] = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return found

@@ -10,8 +10,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:
+    from tests.s3server import BucketBlobs, S3Server
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -26,7 +30,23 @@ def free_port() -> int:
         return port
 
 
-def cargohold(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+# The S3 server blobs go to when this run tests object storage (CARGOHOLD_TEST_BLOB_STORE=s3).
+_object_store: S3Server | None = None
+
+
+def use_object_store(s3: S3Server | None) -> None:
+    global _object_store
+    _object_store = s3
+
+
+def blob_store_settings() -> dict[str, str]:
+    """The CARGOHOLD_* settings of a fresh bucket when this run tests object storage."""
+    return {} if _object_store is None else _object_store.settings(_object_store.create_bucket())
+
+
+def cargohold(
+    *args: str, data_dir: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the command line against a data folder, as an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "cargohold", *args, "--data-dir", str(data_dir)],
@@ -34,7 +54,38 @@ def cargohold(*args: str, data_dir: Path, check: bool = True) -> subprocess.Comp
         text=True,
         check=check,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
+
+
+class FolderBlobs:
+    """The blobs of a server in its data folder, for tests that alter or inspect them."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, digest: str) -> Path:
+        algorithm, encoded = digest.split(":")
+        return self._root / "blobs" / algorithm / encoded[:2] / encoded
+
+    def read(self, digest: str) -> bytes | None:
+        path = self._path(digest)
+        return path.read_bytes() if path.exists() else None
+
+    def write(self, digest: str, data: bytes) -> None:
+        self._path(digest).parent.mkdir(parents=True, exist_ok=True)
+        self._path(digest).write_bytes(data)
+
+    def delete(self, digest: str) -> None:
+        self._path(digest).unlink()
+
+    def under(self, folder: str) -> dict[str, bytes]:
+        """Every file under `blobs/`, `uploads/` or `quarantine/`, by path."""
+        return {
+            str(path): path.read_bytes()
+            for path in (self._root / folder).rglob("*")
+            if path.is_file()
+        }
 
 
 class Server:
@@ -45,9 +96,22 @@ class Server:
         self.url = f"http://{self.host}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # The server and its command line share the blob store's settings.
+        self.env = blob_store_settings()
+
+    @property
+    def on_object_storage(self) -> bool:
+        return bool(self.env)
+
+    @property
+    def blobs(self) -> FolderBlobs | BucketBlobs:
+        """What the server stored, in its data folder or its bucket."""
+        if _object_store is not None and self.env:
+            return _object_store.blobs(self.env)
+        return FolderBlobs(self.data_dir / "storage")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return cargohold(*args, data_dir=self.data_dir, check=check)
+        return cargohold(*args, data_dir=self.data_dir, check=check, env=self.env)
 
     def create_repository(self, project: str, repository: str) -> str:
         """Create the project (when new) and a hosted repository; return its prefix."""
@@ -71,6 +135,7 @@ class Server:
         subprocess.run(
             [*self._command("user", "create", name, "--password-stdin")],
             input=password + "\n",
+            env={**os.environ, **self.env},
             capture_output=True,
             text=True,
             check=True,
@@ -97,7 +162,12 @@ class Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*self._command("serve"), "--port", str(self.port), *extra],
-            env={**os.environ, "CARGOHOLD_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})},
+            env={
+                **os.environ,
+                "CARGOHOLD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                **self.env,
+                **(env or {}),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -143,9 +143,9 @@ class _ObjectWriter(UploadWriter):
         client, bucket = self._store.client, self._store.bucket
         if self._multipart_id is None:
             self._done = True
-            if self._buffered:
-                with _store_failures():
-                    await client.put_object(Bucket=bucket, Key=self._key, Body=self._take_buffer())
+            # Even empty: an empty blob is an object too.
+            with _store_failures():
+                await client.put_object(Bucket=bucket, Key=self._key, Body=self._take_buffer())
             return
         if self._buffered:
             await self._upload_part(self._take_buffer())
