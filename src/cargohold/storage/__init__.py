@@ -5,6 +5,7 @@ from cargohold.storage.base import (
     Delivery,
     LocalFile,
     Redirect,
+    StoreUnavailable,
     Streamed,
     UploadWriter,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "FilesystemBlobStore",
     "LocalFile",
     "Redirect",
+    "StoreUnavailable",
     "Streamed",
     "UploadWriter",
 ]

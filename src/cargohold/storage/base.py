@@ -17,6 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from cargohold.oci.errors import ErrorCode, RegistryError
+
+RETRY_AFTER_SECONDS = 5
+
+
+class StoreUnavailable(RegistryError):
+    """The blob store could not be reached or failed: the request may be tried again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        # The spec has no code for an unavailable backend; TOOMANYREQUESTS with 503 and
+        # Retry-After is what clients back off on (as for a held single flight).
+        super().__init__(
+            ErrorCode.TOOMANYREQUESTS,
+            f"the object store is unavailable ({type(cause).__name__}: {cause});"
+            f" try again in {RETRY_AFTER_SECONDS} seconds",
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
 
 def is_upload_id(upload_id: str) -> bool:
     """Ids come from URLs: only our own uuid4 hex form names stored bytes."""

@@ -35,6 +35,7 @@ from cargohold.storage.base import (
     BlobStore,
     Delivery,
     Redirect,
+    StoreUnavailable,
     Streamed,
     UploadWriter,
     is_upload_id,
@@ -50,37 +51,22 @@ READ_CHUNK = 1 << 20
 # S3 deletes at most this many keys per request.
 DELETE_BATCH = 1000
 PRESIGNED_URL_SECONDS = 900
-RETRY_AFTER_SECONDS = 5
 SESSION_MARKER = "open"
 OFFSET_DIGITS = 20
 
 
-class ObjectStoreUnavailable(RegistryError):
-    """The object store could not be reached or failed: the request may be tried again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        # The spec has no code for an unavailable backend; TOOMANYREQUESTS with 503 and
-        # Retry-After is what clients back off on (as for a held single flight).
-        super().__init__(
-            ErrorCode.TOOMANYREQUESTS,
-            f"the object store is unavailable ({type(cause).__name__}: {cause});"
-            f" try again in {RETRY_AFTER_SECONDS} seconds",
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-
-
 @contextlib.contextmanager
 def _store_failures() -> Iterator[None]:
-    """Turn the object store's outages (and only those) into ObjectStoreUnavailable."""
+    """Turn the object store's outages (and only those) into StoreUnavailable: the one
+    place that knows which failures of the client are worth trying again."""
     try:
         yield
     except ClientError as error:
         if _status(error) >= 500:
-            raise ObjectStoreUnavailable(error) from None
+            raise StoreUnavailable(error) from None
         raise
     except (StoreConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as error:
-        raise ObjectStoreUnavailable(error) from None
+        raise StoreUnavailable(error) from None
 
 
 def _status(error: ClientError) -> int:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from cargohold.auth.service import AccessDenied, TooManyAttempts
 from cargohold.registry.errors import ManagementError
+from cargohold.storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(error.status, str(error), error.headers)
     except ManagementError as error:
         return error_response(error.status, str(error))
+    except StoreUnavailable as error:
+        return error_response(error.status, error.message, error.headers)
     except AccessDenied as error:
         if error.reason == "forbidden":
             return error_response(403, str(error))
