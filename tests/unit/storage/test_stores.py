@@ -54,6 +54,18 @@ def test_an_upload_becomes_a_blob_only_when_committed(stores: StoreOpener) -> No
     asyncio.run(run())
 
 
+def test_an_empty_upload_commits_to_an_empty_blob(stores: StoreOpener) -> None:
+    async def run() -> None:
+        async with stores() as store:
+            empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+            await store.start_upload("e" * 32)
+            await store.commit_upload("e" * 32, empty)
+            assert await store.size(empty) == 0
+            assert await _read(store, empty) == b""
+
+    asyncio.run(run())
+
+
 def test_chunks_appended_on_one_node_are_committed_on_another(stores: StoreOpener) -> None:
     async def run() -> None:
         async with stores() as first, stores() as second:
