@@ -55,6 +55,8 @@ def test_an_outage_of_the_object_store_is_a_503_and_nothing_is_lost(
         upload = client.start_upload(name)
 
         relay.stop()  # connections refused
+        ready = requests.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["reason"] == "blob store does not answer"
         for method in ("GET", "HEAD"):
             expect_unavailable(client.request(method, f"/v2/{name}/blobs/{layer}"))
         expect_unavailable(client.request("PATCH", upload, data=b"a chunk"))
@@ -68,6 +70,7 @@ def test_an_outage_of_the_object_store_is_a_503_and_nothing_is_lost(
         expect_unavailable(client.request("GET", f"/v2/{name}/blobs/{layer}"))
         relay.clear()
 
+        assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
         pull_whole(client, name, image)
         client.push_image(server.unique_name(), layers=2)
         assert client.request("PATCH", upload, data=b"a chunk").status_code == 202

@@ -157,5 +157,9 @@ class BlobStore(abc.ABC):
         """When a session's bytes were last written, or None when it does not exist."""
 
     @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise when the store cannot serve (a readiness check)."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release what the store holds open (connections)."""

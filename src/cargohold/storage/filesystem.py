@@ -155,6 +155,10 @@ class FilesystemBlobStore(BlobStore):
         except FileNotFoundError:
             return None
 
+    async def ping(self) -> None:
+        if not self._blobs.is_dir():
+            raise FileNotFoundError(self._blobs)
+
     async def close(self) -> None:
         """Nothing to release: each file is opened for one use."""
 

@@ -220,6 +220,10 @@ class S3BlobStore(BlobStore):
             presigned_redirects=presigned_redirects,
         )
 
+    async def ping(self) -> None:
+        with _store_failures():
+            await self.client.head_bucket(Bucket=self.bucket)
+
     async def close(self) -> None:
         await self._connection.aclose()
 

@@ -151,6 +151,7 @@ def test_an_outage_is_a_503_and_the_same_store_recovers(tmp_path: Path) -> None:
                 await store.put_bytes("sha256:" + "0" * 64, b"before")
                 server.stop()
                 for attempt in (
+                    store.ping(),
                     store.size("sha256:" + "0" * 64),
                     store.start_upload(UPLOAD_ID),
                     store.upload_ids(),

@@ -35,6 +35,7 @@ async def _read(store: BlobStore, digest: str, offset: int = 0, length: int | No
 def test_an_upload_becomes_a_blob_only_when_committed(stores: StoreOpener) -> None:
     async def run() -> None:
         async with stores() as store:
+            await store.ping()
             await store.start_upload("a" * 32)
             assert await store.upload_size("a" * 32) == 0
             async with store.upload_writer("a" * 32, 0) as writer:
