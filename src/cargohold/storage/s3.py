@@ -62,11 +62,17 @@ def _store_failures() -> Iterator[None]:
     try:
         yield
     except ClientError as error:
-        if _status(error) >= 500:
-            raise StoreUnavailable(error) from None
-        raise
+        if _status(error) < 500:
+            raise
+        raise _unavailable(error) from None
     except (StoreConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as error:
-        raise StoreUnavailable(error) from None
+        raise _unavailable(error) from None
+
+
+def _unavailable(cause: BaseException) -> StoreUnavailable:
+    error = StoreUnavailable(cause)
+    log.warning("%s", error.message)  # clients see a 503; operators see why
+    return error
 
 
 def _status(error: ClientError) -> int:
