@@ -143,7 +143,7 @@ class UpstreamBlob:
                     " they were not cached",
                 )
             async with self._proxy.content.hold(actual):
-                await store.commit_upload(upload_id, actual)
+                await store.commit_upload(upload_id, actual, received)
                 await self._proxy.link(self._target, actual, received)
             kept = True
         except aiohttp.ClientError as error:

@@ -194,7 +194,7 @@ class UploadService:
                 raise
             try:
                 async with self._content.hold(actual):
-                    await self._store.commit_upload(upload_id, actual)
+                    await self._store.commit_upload(upload_id, actual, received)
                     # Checked again in the link's transaction, so that concurrent pushes
                     # never overshoot.
                     with quota_denials("blob"):

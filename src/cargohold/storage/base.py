@@ -142,8 +142,9 @@ class BlobStore(abc.ABC):
         """The bytes received so far, to hash them again after a restart."""
 
     @abc.abstractmethod
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
-        """Make the session's bytes the blob `digest`; the caller has verified them."""
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        """Make the session's bytes the blob `digest`; the caller has verified them (`size`
+        bytes of them: a store shared by several nodes checks that none came since)."""
 
     @abc.abstractmethod
     async def discard_upload(self, upload_id: str) -> None: ...

@@ -137,7 +137,8 @@ class FilesystemBlobStore(BlobStore):
                 yield chunk
                 await asyncio.sleep(0)
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        # `size` serves stores that several machines append to; a file is renamed whole.
         await asyncio.to_thread(
             self._move_into_place, self._upload_path(upload_id), self._blob_path(digest)
         )

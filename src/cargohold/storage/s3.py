@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -52,6 +52,10 @@ READ_CHUNK = 1 << 20
 DELETE_BATCH = 1000
 PRESIGNED_URL_SECONDS = 900
 SESSION_MARKER = "open"
+# S3's limits on multipart uploads.
+MIN_PART_SIZE = 5 << 20
+MAX_COPY_SIZE = 5 << 30
+MAX_PARTS = 10_000
 OFFSET_DIGITS = 20
 
 
@@ -73,6 +77,25 @@ def _unavailable(cause: BaseException) -> StoreUnavailable:
     error = StoreUnavailable(cause)
     log.warning("%s", error.message)  # clients see a 503; operators see why
     return error
+
+
+def _copyable(chunks: list[dict[str, Any]]) -> bool:
+    """Whether the chunks can be the parts of a multipart upload, copied as they are: every
+    part but the last at least S3's smallest, none above its largest copy, not too many."""
+    sizes = [int(entry["Size"]) for entry in chunks]
+    return (
+        0 < len(sizes) <= MAX_PARTS
+        and all(size >= MIN_PART_SIZE for size in sizes[:-1])
+        and max(sizes) <= MAX_COPY_SIZE
+    )
+
+
+def _changed_while_finishing(digest: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.BLOB_UPLOAD_INVALID,
+        f"the upload changed while it was being finished (another request added to it);"
+        f" its bytes are no longer those of {digest}",
+    )
 
 
 def _status(error: ClientError) -> int:
@@ -110,21 +133,46 @@ class _ObjectWriter(UploadWriter):
         return part
 
     async def _upload_part(self, part: bytes) -> None:
-        client, bucket = self._store.client, self._store.bucket
+        async def send(multipart_id: str, number: int) -> str:
+            uploaded = await self._store.client.upload_part(
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=multipart_id,
+                PartNumber=number,
+                Body=part,
+            )
+            return uploaded["ETag"]
+
+        await self._add_part(send)
+
+    async def copy_part(self, source_key: str, source_etag: str) -> None:
+        """The next part is a whole object of the bucket, copied inside the object store
+        (and only if it is still the version listed)."""
+
+        async def send(multipart_id: str, number: int) -> str:
+            copied = await self._store.client.upload_part_copy(
+                Bucket=self._store.bucket,
+                Key=self._key,
+                UploadId=multipart_id,
+                PartNumber=number,
+                CopySource={"Bucket": self._store.bucket, "Key": source_key},
+                CopySourceIfMatch=source_etag,
+            )
+            return copied["CopyPartResult"]["ETag"]
+
+        await self._add_part(send)
+
+    async def _add_part(self, send: Callable[[str, int], Awaitable[str]]) -> None:
         try:
             with _store_failures():
                 if self._multipart_id is None:
-                    started = await client.create_multipart_upload(Bucket=bucket, Key=self._key)
+                    started = await self._store.client.create_multipart_upload(
+                        Bucket=self._store.bucket, Key=self._key
+                    )
                     self._multipart_id = started["UploadId"]
                 number = len(self._parts) + 1
-                uploaded = await client.upload_part(
-                    Bucket=bucket,
-                    Key=self._key,
-                    UploadId=self._multipart_id,
-                    PartNumber=number,
-                    Body=part,
-                )
-                self._parts.append({"ETag": uploaded["ETag"], "PartNumber": number})
+                etag = await send(self._multipart_id, number)
+                self._parts.append({"ETag": etag, "PartNumber": number})
         except BaseException:
             await self.abort()
             raise
@@ -363,17 +411,34 @@ class S3BlobStore(BlobStore):
                 async for chunk in self._stream(entry["Key"]):
                     yield chunk
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
         key = self.blob_key(digest)
         if await self._head(key) is None:
-            await self._write_verified(key, digest, self.read_upload(upload_id))
+            chunks = [
+                entry
+                for entry in await self._session_objects(upload_id)
+                if not entry["Key"].endswith(SESSION_MARKER)
+            ]
+            if sum(int(entry["Size"]) for entry in chunks) != size:
+                raise _changed_while_finishing(digest)
+            if _copyable(chunks):
+                await self._copy_verified(key, chunks)
+            else:
+                await self._write_verified(key, digest, self.read_upload(upload_id))
         await self.discard_upload(upload_id)
+
+    async def _copy_verified(self, key: str, chunks: list[dict[str, Any]]) -> None:
+        """Join the chunks at `key` inside the object store: their bytes do not come back
+        through this process (a docker push's one large PATCH is copied, not sent twice)."""
+        writer = _ObjectWriter(self, key)
+        for entry in chunks:
+            await writer.copy_part(entry["Key"], entry["ETag"])
+        await writer.close()
 
     async def _write_verified(
         self, key: str, digest: str, chunks: AsyncGenerator[bytes, None]
     ) -> None:
-        """Write the bytes to `key`, made visible only when they hash to `digest` (another
-        node may have appended to the session since the caller checked it)."""
+        """Stream the bytes to `key`, made visible only when they hash to `digest` again."""
         algorithm = digest.partition(":")[0]
         hasher = new_hasher(algorithm)
         writer = _ObjectWriter(self, key)
@@ -387,11 +452,7 @@ class S3BlobStore(BlobStore):
             raise
         if f"{algorithm}:{hasher.hexdigest()}" != digest:
             await writer.abort()
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_INVALID,
-                f"the upload changed while it was being finished: its bytes no longer have"
-                f" digest {digest}",
-            )
+            raise _changed_while_finishing(digest)
         await writer.close()
 
     async def abort_multipart(self, key: str, multipart_id: str) -> None:

@@ -19,7 +19,7 @@ def test_a_committed_upload_is_the_file_the_server_sends(tmp_path: Path) -> None
         await store.start_upload("a" * 32)
         async with store.upload_writer("a" * 32, 0) as writer:
             await writer.write(DATA)
-        await store.commit_upload("a" * 32, DIGEST)
+        await store.commit_upload("a" * 32, DIGEST, len(DATA))
         delivery = await store.delivery(DIGEST)
         assert isinstance(delivery, LocalFile) and delivery.path == store.local_path(DIGEST)
         assert delivery.path.read_bytes() == DATA

@@ -56,7 +56,7 @@ def test_a_64_mib_upload_in_small_chunks_keeps_memory_to_a_few_parts(
                     offset += size
                 digest = f"sha256:{hasher.hexdigest()}"
                 assert await store.upload_size(UPLOAD_ID) == 64 * MIB
-                await store.commit_upload(UPLOAD_ID, digest)
+                await store.commit_upload(UPLOAD_ID, digest, 64 * MIB)
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()
@@ -67,6 +67,32 @@ def test_a_64_mib_upload_in_small_chunks_keeps_memory_to_a_few_parts(
             async for chunk in store.read(digest):
                 check.update(chunk)
             assert f"sha256:{check.hexdigest()}" == digest
+            assert await store.upload_ids() == []
+
+    asyncio.run(run())
+
+
+def test_chunks_of_whole_parts_are_joined_inside_the_object_store(stores: StoreOpener) -> None:
+    async def run() -> None:
+        async with stores() as store:
+            chunks = [_pattern(1, PART_SIZE), _pattern(2, PART_SIZE + MIB), _pattern(3, MIB)]
+            data = b"".join(chunks)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            await store.start_upload(UPLOAD_ID)
+            offset = 0
+            for chunk in chunks:
+                async with store.upload_writer(UPLOAD_ID, offset) as writer:
+                    await writer.write(chunk)
+                offset += len(chunk)
+            del chunks
+            tracemalloc.start()
+            try:
+                await store.commit_upload(UPLOAD_ID, digest, len(data))
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert peak < MIB, f"{peak / MIB:.1f} MiB: the bytes came through this process"
+            assert b"".join([chunk async for chunk in store.read(digest)]) == data
             assert await store.upload_ids() == []
 
     asyncio.run(run())
@@ -84,7 +110,7 @@ def test_a_commit_never_exposes_bytes_that_do_not_match_the_digest(stores: Store
             async with store.upload_writer(UPLOAD_ID, len(data)) as writer:
                 await writer.write(b"late")
             with pytest.raises(RegistryError, match="changed while it was being finished"):
-                await store.commit_upload(UPLOAD_ID, digest)
+                await store.commit_upload(UPLOAD_ID, digest, len(data))
             assert await store.size(digest) is None
             assert await store.upload_size(UPLOAD_ID) == len(data) + 4
 

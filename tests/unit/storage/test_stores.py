@@ -46,7 +46,7 @@ def test_an_upload_becomes_a_blob_only_when_committed(stores: StoreOpener) -> No
             assert await store.upload_size("a" * 32) == len(DATA)
             assert await _read_upload(store, "a" * 32) == DATA
             assert await store.size(DIGEST) is None
-            await store.commit_upload("a" * 32, DIGEST)
+            await store.commit_upload("a" * 32, DIGEST, len(DATA))
             assert await store.size(DIGEST) == len(DATA)
             assert await _read(store, DIGEST) == DATA
             assert await store.upload_size("a" * 32) is None
@@ -60,7 +60,7 @@ def test_an_empty_upload_commits_to_an_empty_blob(stores: StoreOpener) -> None:
         async with stores() as store:
             empty = "sha256:" + hashlib.sha256(b"").hexdigest()
             await store.start_upload("e" * 32)
-            await store.commit_upload("e" * 32, empty)
+            await store.commit_upload("e" * 32, empty, 0)
             assert await store.size(empty) == 0
             assert await _read(store, empty) == b""
 
@@ -78,7 +78,7 @@ def test_chunks_appended_on_one_node_are_committed_on_another(stores: StoreOpene
             async with second.upload_writer("c" * 32, received) as writer:
                 await writer.write(LARGE[1000:])
             assert await first.upload_size("c" * 32) == len(LARGE)
-            await first.commit_upload("c" * 32, LARGE_DIGEST)
+            await first.commit_upload("c" * 32, LARGE_DIGEST, len(LARGE))
             assert await _read(second, LARGE_DIGEST) == LARGE
             assert await second.upload_ids() == []
 
