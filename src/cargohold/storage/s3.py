@@ -6,9 +6,10 @@
     <prefix>quarantine/<algorithm>/<encoded>/<ns>      blobs found corrupt
 
 Every node reaches the same keys, so any node may take the next chunk of a session. An
-append larger than one part goes up as a multipart upload; a commit streams the chunks, in
-order of their offsets, into a multipart upload of the blob's key and completes it only when
-the bytes it sent hash to the digest: a blob's key never holds wrong or partial bytes.
+append larger than one part goes up as a multipart upload. A commit joins the chunks, in
+order of their offsets, in a multipart upload of the blob's key: copied inside the object
+store when they can be parts as they are, else streamed through and hashed again; the upload
+is completed only when whole and right, so a blob's key never holds wrong or partial bytes.
 Memory per stream is about one part, whatever the size of the blob.
 
 A store that cannot be reached, times out or answers 5xx makes the request fail with 503
