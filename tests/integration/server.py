@@ -101,12 +101,12 @@ class Server:
 
     @property
     def on_object_storage(self) -> bool:
-        return bool(self.env)
+        return self.env.get("CARGOHOLD_BLOB_STORE") == "s3"
 
     @property
     def blobs(self) -> FolderBlobs | BucketBlobs:
         """What the server stored, in its data folder or its bucket."""
-        if _object_store is not None and self.env:
+        if _object_store is not None and self.on_object_storage:
             return _object_store.blobs(self.env)
         return FolderBlobs(self.data_dir / "storage")
 
