@@ -10,9 +10,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
 from cargohold.db.engine import sqlite_url
 
@@ -41,6 +41,25 @@ class Settings(BaseModel):
     upload_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     cleanup_interval_seconds: int = Field(default=600, ge=1)
     fsync: bool = True
+    blob_store: Literal["filesystem", "s3"] = Field(
+        default="filesystem", description="where blobs live: data_dir/storage, or an S3 bucket"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="the object store's URL; AWS S3 of s3_region when unset"
+    )
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_prefix: str = Field(default="", description="prepended to every key, e.g. `cargohold/`")
+    s3_presigned_redirects: bool = Field(
+        default=False, description="blob downloads are redirected to presigned URLs"
+    )
+    s3_part_size: int = Field(
+        default=8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="bytes per part of a multipart upload (S3 takes no smaller part but the last)",
+    )
     log_level: str = "INFO"
     public_url: str | None = Field(
         default=None, description="the base URL clients use; else taken from each request"
@@ -81,7 +100,16 @@ class Settings(BaseModel):
         default=10_000, ge=1, description="distinct tags and manifests counted between writes"
     )
 
-    @field_validator("database_url", "public_url", "admin_password", mode="before")
+    @field_validator(
+        "database_url",
+        "public_url",
+        "admin_password",
+        "s3_endpoint_url",
+        "s3_bucket",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -94,6 +122,12 @@ class Settings(BaseModel):
             if isinstance(value, str)
             else value
         )
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and self.s3_bucket is None:
+            raise ValueError("blob_store = s3 needs s3_bucket")
+        return self
 
     @property
     def metadata_url(self) -> str:

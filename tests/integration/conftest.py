@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,7 +8,19 @@ import pytest
 
 from tests.integration import postgres
 from tests.integration.oci_client import OciClient
-from tests.integration.server import Server
+from tests.integration.server import Server, use_object_store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def blob_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With CARGOHOLD_TEST_BLOB_STORE=s3, every server keeps its blobs in a bucket of its
+    own on a local S3 server; else in its data folder."""
+    kind = os.environ.get("CARGOHOLD_TEST_BLOB_STORE", "filesystem")
+    if kind not in ("filesystem", "s3"):
+        raise pytest.UsageError(f"CARGOHOLD_TEST_BLOB_STORE={kind!r}: filesystem or s3")
+    use_object_store(request.getfixturevalue("s3_server") if kind == "s3" else None)
+    yield
+    use_object_store(None)
 
 
 @pytest.fixture(scope="session", autouse=True)

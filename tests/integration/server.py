@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from sqlalchemy import text
@@ -23,10 +23,27 @@ from cargohold.db.engine import Database, sqlite_url
 from tests.integration import postgres
 from tests.integration.clients import free_port
 
+if TYPE_CHECKING:
+    from tests.s3server import BucketBlobs, S3Server
+
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 15.0
+
+
+# The S3 server blobs go to when this run tests object storage (CARGOHOLD_TEST_BLOB_STORE=s3).
+_object_store: S3Server | None = None
+
+
+def use_object_store(s3: S3Server | None) -> None:
+    global _object_store
+    _object_store = s3
+
+
+def blob_store_settings() -> dict[str, str]:
+    """The CARGOHOLD_* settings of a fresh bucket when this run tests object storage."""
+    return {} if _object_store is None else _object_store.settings(_object_store.create_bucket())
 
 
 def cargohold(
@@ -47,6 +64,36 @@ def cargohold(
 class SqlResult:
     rows: list[tuple[Any, ...]]
     changed: int
+
+
+class FolderBlobs:
+    """The blobs of a server in its data folder, for tests that alter or inspect them."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, digest: str) -> Path:
+        algorithm, encoded = digest.split(":")
+        return self._root / "blobs" / algorithm / encoded[:2] / encoded
+
+    def read(self, digest: str) -> bytes | None:
+        path = self._path(digest)
+        return path.read_bytes() if path.exists() else None
+
+    def write(self, digest: str, data: bytes) -> None:
+        self._path(digest).parent.mkdir(parents=True, exist_ok=True)
+        self._path(digest).write_bytes(data)
+
+    def delete(self, digest: str) -> None:
+        self._path(digest).unlink()
+
+    def under(self, folder: str) -> dict[str, bytes]:
+        """Every file under `blobs/`, `uploads/` or `quarantine/`, by path."""
+        return {
+            str(path): path.read_bytes()
+            for path in (self._root / folder).rglob("*")
+            if path.is_file()
+        }
 
 
 class Server:
@@ -74,6 +121,19 @@ class Server:
         self.url = f"http://{self.host}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # The server and its command line share the blob store's settings.
+        self.env = blob_store_settings()
+
+    @property
+    def on_object_storage(self) -> bool:
+        return self.env.get("CARGOHOLD_BLOB_STORE") == "s3"
+
+    @property
+    def blobs(self) -> FolderBlobs | BucketBlobs:
+        """What the server stored, in its data folder or its bucket."""
+        if _object_store is not None and self.on_object_storage:
+            return _object_store.blobs(self.env)
+        return FolderBlobs(self.data_dir / "storage")
 
     @property
     def metadata_url(self) -> str:
@@ -136,11 +196,11 @@ class Server:
         subprocess.run(
             [*self._command("user", "create", name, "--password-stdin")],
             input=password + "\n",
+            env={**os.environ, **self.env},
             capture_output=True,
             text=True,
             check=True,
             timeout=60,
-            env={**os.environ, **self.env},
         )
         for project, role in (role_in or {}).items():
             self.cli("project", "member-set", project, name, role)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.oci_client import OciClient, Pushed, sha256
 from tests.integration.server import Server
 
@@ -38,6 +40,7 @@ def fsck(server: Server, *options: str, env: dict[str, str] | None = None) -> Fs
 
 
 def blob_path(server: Server, digest: str) -> Path:
+    """Where the filesystem store keeps a blob."""
     algorithm, encoded = digest.split(":")
     return server.data_dir / "storage" / "blobs" / algorithm / encoded[:2] / encoded
 
@@ -73,11 +76,11 @@ def test_fsck_finds_altered_and_missing_blobs_and_repair_makes_them_404(
     altered, deleted = layers_of(altered_image)[0], layers_of(missing_image)[1]
     own_server.stop()
 
-    original = blob_path(own_server, altered).read_bytes()
+    original, kept_for_later = own_server.blobs.read(altered), own_server.blobs.read(deleted)
+    assert original is not None and kept_for_later is not None
     changed = bytes([original[0] ^ 0xFF]) + original[1:]
-    blob_path(own_server, altered).write_bytes(changed)
-    kept_for_later = blob_path(own_server, deleted).read_bytes()
-    blob_path(own_server, deleted).unlink()
+    own_server.blobs.write(altered, changed)
+    own_server.blobs.delete(deleted)
 
     found = fsck(own_server)
     assert found.code == 1, found.summary
@@ -89,15 +92,14 @@ def test_fsck_finds_altered_and_missing_blobs_and_repair_makes_them_404(
     assert found.report["missing"][0]["images"] == [missing_name]
     assert f"corrupt: {altered}" in found.summary and f"missing: {deleted}" in found.summary
     assert "--repair" in found.summary
-    assert blob_path(own_server, altered).read_bytes() == changed, "a check changes nothing"
+    assert own_server.blobs.read(altered) == changed, "a check changes nothing"
 
     repaired = fsck(own_server, "--repair")
     assert repaired.code == 0, repaired.summary
     assert repaired.report["repaired"]
-    quarantined = Path(repaired.report["corrupt"][0]["quarantined_to"])
-    assert quarantined.parent == own_server.data_dir / "storage" / "quarantine" / "sha256"
-    assert quarantined.read_bytes() == changed
-    assert not blob_path(own_server, altered).exists()
+    assert "quarantine" in repaired.report["corrupt"][0]["quarantined_to"]
+    assert list(own_server.blobs.under("quarantine").values()) == [changed]
+    assert own_server.blobs.read(altered) is None
     assert repaired.report["missing"][0]["repaired"]
     # Both images now lack a layer: named so that they can be pushed again.
     assert sorted(m["image"] for m in repaired.report["incomplete_manifests"]) == sorted(
@@ -137,8 +139,7 @@ def test_a_clean_store_reports_clean_and_a_repair_changes_nothing(own_server: Se
     image = client.push_image(name, layers=2)
     client.push_index(name, [image], tag="multi")
     own_server.stop()
-    blobs = own_server.data_dir / "storage" / "blobs"
-    before = {path: path.read_bytes() for path in blobs.rglob("*") if path.is_file()}
+    before = own_server.blobs.under("blobs")
 
     report = fsck(own_server)
     assert report.code == 0, report.summary
@@ -151,12 +152,14 @@ def test_a_clean_store_reports_clean_and_a_repair_changes_nothing(own_server: Se
 
     repaired = fsck(own_server, "--repair")
     assert repaired.code == 0 and repaired.report["clean"], repaired.summary
-    assert {path: path.read_bytes() for path in blobs.rglob("*") if path.is_file()} == before
+    assert own_server.blobs.under("blobs") == before
     own_server.start()
     pull_whole(client, name, image)
 
 
 def test_stale_sessions_and_orphan_files_are_swept(own_server: Server) -> None:
+    if own_server.on_object_storage:
+        pytest.skip("an object's LastModified cannot be set back past the orphans' grace")
     client = OciClient(own_server.url, own_server.admin_auth)
     name = own_server.unique_name()
     client.push_image(name)

@@ -192,11 +192,6 @@ def read_blob_stream(oci: OciClient, name: str, digest: str) -> tuple[int, int, 
     return announced, received, None
 
 
-def blob_file(server: Server, digest: str) -> Path:
-    encoded = digest.removeprefix("sha256:")
-    return server.data_dir / "storage" / "blobs" / "sha256" / encoded[:2] / encoded
-
-
 def blob_rows(server: Server, digest: str) -> tuple[int, int]:
     """(rows of `blobs`, rows of `image_blobs`) for the digest in the proxy's metadata."""
     [(known,)] = server.sql("SELECT count(*) FROM blobs WHERE digest = :d", d=digest).rows
@@ -205,8 +200,9 @@ def blob_rows(server: Server, digest: str) -> tuple[int, int]:
 
 
 def no_uploads_left(server: Server) -> None:
-    uploads = server.data_dir / "storage" / "uploads"
-    wait_until(lambda: not any(uploads.iterdir()), timeout=5, what="partial downloads removed")
+    wait_until(
+        lambda: not server.blobs.under("uploads"), timeout=5, what="partial downloads removed"
+    )
 
 
 def wait_for_event(server: Server, event: str, name: str) -> None:
@@ -584,7 +580,7 @@ def _broken_blob_is_not_cached(
     relay: FaultRelay, cargohold: Server, oci: OciClient, name: str, digest: str
 ) -> None:
     """Nothing of the blob is kept, and the proxy does not claim to have it."""
-    assert not blob_file(cargohold, digest).exists()
+    assert cargohold.blobs.read(digest) is None
     assert blob_rows(cargohold, digest) == (0, 0)
     no_uploads_left(cargohold)
     relay.stop()
@@ -605,7 +601,7 @@ def _next_pull_caches_the_blob(
         assert whole.status_code == 200, whole.text
         assert sha256(whole.content) == digest
     assert relay.count("GET", re.escape(path)) == 2  # the broken one and the good one
-    assert blob_file(cargohold, digest).exists()
+    assert cargohold.blobs.read(digest) is not None
     assert blob_rows(cargohold, digest) == (1, 1)
 
 

@@ -60,3 +60,17 @@ def test_trusted_proxies_from_a_list_or_a_comma_separated_variable(tmp_path: Pat
     expected = (ip_network("10.0.0.0/8"), ip_network("fd00::1/128"))
     assert from_file.trusted_proxies == from_environment.trusted_proxies == expected
     assert load_settings(environ={}).trusted_proxies == ()
+
+
+def test_blobs_on_s3_need_a_bucket_and_parts_s3_accepts() -> None:
+    settings = load_settings(
+        environ={"CARGOHOLD_BLOB_STORE": "s3", "CARGOHOLD_S3_BUCKET": "registry"}
+    )
+    assert settings.blob_store == "s3" and settings.s3_part_size == 8 * 1024 * 1024
+    assert not settings.s3_presigned_redirects and settings.s3_prefix == ""
+    with pytest.raises(ValidationError, match="needs s3_bucket"):
+        load_settings(environ={"CARGOHOLD_BLOB_STORE": "s3", "CARGOHOLD_S3_BUCKET": ""})
+    with pytest.raises(ValidationError):
+        load_settings(environ={"CARGOHOLD_S3_PART_SIZE": str(4 * 1024 * 1024)})
+    with pytest.raises(ValidationError):
+        load_settings(environ={"CARGOHOLD_BLOB_STORE": "tape"})

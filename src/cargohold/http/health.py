@@ -18,16 +18,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The process can serve: its metadata database answers."""
-    try:
-        await services(request).metadata.ping()
-    except Exception as error:
-        log.warning("not ready: the metadata database does not answer: %s", error)
-        return web.json_response(
-            {"status": "unavailable", "reason": "metadata database does not answer"},
-            status=503,
-            headers={"Retry-After": DATABASE_RETRY_AFTER},
-        )
+    """The process can serve: its metadata database and its blob store answer."""
+    checks = (
+        ("metadata database", services(request).metadata.ping),
+        ("blob store", services(request).store.ping),
+    )
+    for what, ping in checks:
+        try:
+            await ping()
+        except Exception as error:
+            log.warning("not ready: the %s does not answer: %s", what, error)
+            return web.json_response(
+                {"status": "unavailable", "reason": f"{what} does not answer"},
+                status=503,
+                headers={"Retry-After": DATABASE_RETRY_AFTER},
+            )
     return web.json_response({"status": "ok"})
 
 

@@ -18,11 +18,12 @@ from cargohold.oci.digest import digest_algorithm_param
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
 from cargohold.oci.ranges import parse_content_range, upload_range_header
-from cargohold.registry.blobs import BlobContent
+from cargohold.registry.blobs import BlobContent, blob_unknown
 from cargohold.registry.manifests import tags_body
 from cargohold.registry.proxy import UpstreamBlob
 from cargohold.registry.router import Target
 from cargohold.registry.upstream import UpstreamError, upstream_host
+from cargohold.storage import LocalFile, Redirect
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +215,62 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             status=416,
             headers={"Content-Range": f"bytes */{blob.size}"},
         )
-    return web.FileResponse(
-        blob.path,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": blob.digest,
-        },
-    )
+    headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": blob.digest}
+    if isinstance(blob.delivery, LocalFile):
+        return web.FileResponse(blob.delivery.path, headers=headers)
+    if request.method == "HEAD":
+        headers.update({"Content-Length": str(blob.size), "Accept-Ranges": "bytes"})
+        return web.Response(headers=headers)
+    if isinstance(blob.delivery, Redirect):
+        return web.Response(status=307, headers={**headers, "Location": blob.delivery.url})
+    return await _stream_blob(request, blob, headers)
+
+
+def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """The (start, length) a satisfiable Range asks for, or None for the whole blob: no
+    Range, or an If-Range, which a stream cannot check (it has no validator to compare)."""
+    if "Range" not in request.headers or request.if_range is not None:
+        return None
+    requested = request.http_range
+    start = requested.start or 0
+    if start < 0:  # the last -start bytes
+        start = max(size + start, 0)
+    end = size if requested.stop is None else min(requested.stop, size)
+    return start, end - start
+
+
+async def _stream_blob(
+    request: web.Request, blob: BlobContent, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Stream a blob from the store, a Range of it with 206. A store failure before the
+    first byte is a clean error; one midway cuts the connection (a short transfer)."""
+    requested = _requested_range(request, blob.size)
+    start, length = requested or (0, blob.size)
+    response = web.StreamResponse(status=200 if requested is None else 206, headers=headers)
+    response.headers["Accept-Ranges"] = "bytes"
+    if requested is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{blob.size}"
+    response.content_length = length
+    async with contextlib.aclosing(blob.read(start, length)) as chunks:
+        try:
+            first = await anext(chunks, b"")
+        except FileNotFoundError:  # deleted since it was found
+            raise blob_unknown(blob.digest) from None
+        await response.prepare(request)
+        try:
+            await response.write(first)
+            async for data in chunks:
+                await response.write(data)
+        except RegistryError as error:
+            log.warning("cut %s %s: %s", request.method, request.path, error)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except ConnectionResetError:
+            log.info("client went away during %s %s", request.method, request.path)
+            return response
+    await response.write_eof()
+    return response
 
 
 async def _relay_blob(

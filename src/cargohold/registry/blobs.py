@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from pathlib import Path
 
 from cargohold.db.metadata import MetadataStore, StillReferenced
 from cargohold.oci.digest import Digest
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.registry.quotas import quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
-from cargohold.storage import BlobStore
+from cargohold.storage import BlobStore, Delivery
 
 
 @dataclass(frozen=True, slots=True)
 class BlobContent:
     digest: str
     size: int
-    path: Path
+    delivery: Delivery
+    store: BlobStore
+
+    def read(self, offset: int, length: int) -> AsyncGenerator[bytes, None]:
+        """The bytes of a blob delivered `Streamed`."""
+        return self.store.read(self.digest, offset, length)
 
 
 def blob_unknown(digest: str) -> RegistryError:
@@ -41,7 +46,7 @@ class BlobService:
         size = await self._linked_size(target, digest)
         if size is None or await self._store.size(digest) is None:
             raise blob_unknown(digest)
-        return BlobContent(digest, size, self._store.local_path(digest))
+        return BlobContent(digest, size, await self._store.delivery(digest), self._store)
 
     async def mount(self, target: Target, reference: str, source: Target) -> str | None:
         """Link a blob of another image here; None when the source does not hold it."""

@@ -123,9 +123,9 @@ class UpstreamBlob:
         held = b""
         await store.start_upload(upload_id)
         try:
-            async with self._response as response, store.upload_writer(upload_id) as writer:
+            async with self._response as response, store.upload_writer(upload_id, 0) as writer:
                 async for data in response.content.iter_chunked(BLOB_CHUNK):
-                    writer.write(data)
+                    await writer.write(data)
                     hasher.update(data)
                     received += len(data)
                     if held:
@@ -142,7 +142,7 @@ class UpstreamBlob:
                     " they were not cached",
                 )
             async with self._proxy.content.hold(actual):
-                await store.commit_upload(upload_id, actual)
+                await store.commit_upload(upload_id, actual, received)
                 await self._proxy.link(self._target, actual, received)
             kept = True
         except aiohttp.ClientError as error:

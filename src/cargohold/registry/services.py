@@ -65,7 +65,27 @@ class Services:
             log.exception("the pulls counted since the last write could not be written")
         await self.proxy.close()
         await self.flight_locks.close()
+        await self.store.close()
         await self.database.dispose()
+
+
+async def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "filesystem":
+        return FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
+    # Imported only here: botocore is large, and a filesystem registry does without it.
+    from cargohold.storage.s3 import S3BlobStore
+
+    assert settings.s3_bucket is not None
+    return await S3BlobStore.open(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+        prefix=settings.s3_prefix,
+        part_size=settings.s3_part_size,
+        presigned_redirects=settings.s3_presigned_redirects,
+    )
 
 
 async def build_services(settings: Settings) -> Services:
@@ -73,7 +93,7 @@ async def build_services(settings: Settings) -> Services:
     leases = LeaseStore(database)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)
-    store = FilesystemBlobStore(settings.blob_dir, fsync=settings.fsync)
+    store = await open_blob_store(settings)
     router = NameRouter(metadata)
     # Proxy fetches are single-flight, and stored bytes are locked while written or removed,
     # across the processes on one data folder (file locks) or across every node over one

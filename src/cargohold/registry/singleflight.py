@@ -31,7 +31,7 @@ class SingleFlightTimeout(RegistryError):
 
     def __init__(self, key: str) -> None:
         super().__init__(
-            ErrorCode.TOOMANYREQUESTS,
+            ErrorCode.UNAVAILABLE,
             f"another request has been fetching {key} for too long; try again later",
             status=503,
             headers={"Retry-After": "30"},

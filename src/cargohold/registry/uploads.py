@@ -149,9 +149,9 @@ class UploadService:
             running = None
         self._hashes.pop(record.id, None)
         try:
-            async with self._store.upload_writer(record.id) as writer:
+            async with self._store.upload_writer(record.id, received) as writer:
                 async for data in body:
-                    writer.write(data)
+                    await writer.write(data)
                     received += len(data)
                     if running is not None:
                         running.hasher.update(data)
@@ -194,7 +194,7 @@ class UploadService:
                 raise
             try:
                 async with self._content.hold(actual):
-                    await self._store.commit_upload(upload_id, actual)
+                    await self._store.commit_upload(upload_id, actual, received)
                     # Checked again in the link's transaction, so that concurrent pushes
                     # never overshoot.
                     with quota_denials("blob"):

@@ -3,21 +3,71 @@
 A store keeps two kinds of object: finished blobs, addressed by digest and immutable, and
 upload sessions, addressed by an id, that grow by appends until they are committed under a
 digest (atomically: a blob is visible whole or not at all) or discarded.
+
+How the server sends a blob depends on the store: a local file goes out with sendfile, an
+object store's blob is streamed through the server or fetched by the client from a
+presigned URL.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from cargohold.oci.errors import ErrorCode, RegistryError
+
+RETRY_AFTER_SECONDS = 5
+
+
+class StoreUnavailable(RegistryError):
+    """The blob store could not be reached or failed: the request may be tried again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        # UNAVAILABLE (distribution's code; the spec has none for it), with Retry-After.
+        super().__init__(
+            ErrorCode.UNAVAILABLE,
+            f"the object store is unavailable ({type(cause).__name__}: {cause});"
+            f" try again in {RETRY_AFTER_SECONDS} seconds",
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+def is_upload_id(upload_id: str) -> bool:
+    """Ids come from URLs: only our own uuid4 hex form names stored bytes."""
+    return len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A blob in a local file: the server sends it with sendfile."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A blob the client fetches from the store itself, at a short-lived URL."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A blob the server streams from `BlobStore.read`."""
+
+
+Delivery = LocalFile | Redirect | Streamed
 
 
 class UploadWriter(abc.ABC):
     """Appends bytes to one upload session; closing it keeps what was written."""
 
     @abc.abstractmethod
-    def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes) -> None: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -40,8 +90,8 @@ class BlobStore(abc.ABC):
         """The size of a finished blob, or None when the store does not hold it."""
 
     @abc.abstractmethod
-    def local_path(self, digest: str) -> Path:
-        """The file the server sends (with sendfile) for a blob."""
+    async def delivery(self, digest: str) -> Delivery:
+        """How the server sends a blob to a client that GETs it."""
 
     @abc.abstractmethod
     async def read_bytes(self, digest: str) -> bytes:
@@ -55,8 +105,11 @@ class BlobStore(abc.ABC):
     async def delete(self, digest: str) -> None: ...
 
     @abc.abstractmethod
-    def read(self, digest: str) -> AsyncIterator[bytes]:
-        """A finished blob's bytes in chunks, to hash them without holding them whole.
+    def read(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """A finished blob's bytes from `offset` (`length` of them, or to the end) in chunks,
+        to hash or send them without holding them whole.
         Raises FileNotFoundError when the store does not hold it."""
 
     @abc.abstractmethod
@@ -80,15 +133,17 @@ class BlobStore(abc.ABC):
         """Bytes received so far, or None when the session does not exist."""
 
     @abc.abstractmethod
-    def upload_writer(self, upload_id: str) -> UploadWriter: ...
+    def upload_writer(self, upload_id: str, offset: int) -> UploadWriter:
+        """A writer that appends to a session holding `offset` bytes."""
 
     @abc.abstractmethod
     def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
         """The bytes received so far, to hash them again after a restart."""
 
     @abc.abstractmethod
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
-        """Make the session's bytes the blob `digest`; the caller has verified them."""
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        """Make the session's bytes the blob `digest`; the caller has verified them (`size`
+        bytes of them: a store shared by several nodes checks that none came since)."""
 
     @abc.abstractmethod
     async def discard_upload(self, upload_id: str) -> None: ...
@@ -100,3 +155,11 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def upload_modified_at(self, upload_id: str) -> float | None:
         """When a session's bytes were last written, or None when it does not exist."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise when the store cannot serve (a readiness check)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release what the store holds open (connections)."""

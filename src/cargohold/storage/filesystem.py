@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cargohold.storage.base import BlobStore, UploadWriter
+from cargohold.storage.base import BlobStore, Delivery, LocalFile, UploadWriter, is_upload_id
 
 READ_CHUNK = 1 << 20
 
@@ -24,7 +24,7 @@ class _FileUploadWriter(UploadWriter):
     def __init__(self, path: Path) -> None:
         self._file: BinaryIO = path.open("ab")
 
-    def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         self._file.write(data)
 
     async def close(self) -> None:
@@ -46,8 +46,7 @@ class FilesystemBlobStore(BlobStore):
         return self._blobs / algorithm / encoded[:2] / encoded
 
     def _upload_path(self, upload_id: str) -> Path:
-        # Ids come from URLs: only our own uuid4 hex form may name a file.
-        if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
+        if not is_upload_id(upload_id):
             raise FileNotFoundError(upload_id)
         return self._uploads / upload_id
 
@@ -58,7 +57,11 @@ class FilesystemBlobStore(BlobStore):
             return None
 
     def local_path(self, digest: str) -> Path:
+        """Where a blob's file is (or would be)."""
         return self._blob_path(digest)
+
+    async def delivery(self, digest: str) -> Delivery:
+        return LocalFile(self.local_path(digest))
 
     async def read_bytes(self, digest: str) -> bytes:
         return self._blob_path(digest).read_bytes()
@@ -74,11 +77,19 @@ class FilesystemBlobStore(BlobStore):
     async def delete(self, digest: str) -> None:
         self._blob_path(digest).unlink(missing_ok=True)
 
-    async def read(self, digest: str) -> AsyncIterator[bytes]:
+    async def read(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         # Read in a thread: several blobs are checked at once, on several cores.
         with self._blob_path(digest).open("rb") as file:
-            while chunk := await asyncio.to_thread(file.read, READ_CHUNK):
+            file.seek(offset)
+            left = length
+            while chunk := await asyncio.to_thread(
+                file.read, READ_CHUNK if left is None else min(READ_CHUNK, left)
+            ):
                 yield chunk
+                if left is not None:
+                    left -= len(chunk)
 
     async def digests(self) -> AsyncIterator[str]:
         # One folder listed at a time: memory stays flat however many blobs there are.
@@ -116,7 +127,8 @@ class FilesystemBlobStore(BlobStore):
         except FileNotFoundError:
             return None
 
-    def upload_writer(self, upload_id: str) -> UploadWriter:
+    def upload_writer(self, upload_id: str, offset: int) -> UploadWriter:
+        # Opened for appending: the file holds `offset` bytes already.
         return _FileUploadWriter(self._upload_path(upload_id))
 
     async def read_upload(self, upload_id: str) -> AsyncIterator[bytes]:
@@ -125,7 +137,8 @@ class FilesystemBlobStore(BlobStore):
                 yield chunk
                 await asyncio.sleep(0)
 
-    async def commit_upload(self, upload_id: str, digest: str) -> None:
+    async def commit_upload(self, upload_id: str, digest: str, size: int) -> None:
+        # `size` serves stores that several machines append to; a file is renamed whole.
         await asyncio.to_thread(
             self._move_into_place, self._upload_path(upload_id), self._blob_path(digest)
         )
@@ -142,6 +155,13 @@ class FilesystemBlobStore(BlobStore):
             return self._upload_path(upload_id).stat().st_mtime
         except FileNotFoundError:
             return None
+
+    async def ping(self) -> None:
+        if not self._blobs.is_dir():
+            raise FileNotFoundError(self._blobs)
+
+    async def close(self) -> None:
+        """Nothing to release: each file is opened for one use."""
 
     # These wait for the disk: they run in a thread, all of a blob's waits in one hand-off.
 

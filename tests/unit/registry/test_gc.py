@@ -32,6 +32,7 @@ from cargohold.registry.gc import (
 from cargohold.registry.leases import Lease
 from cargohold.registry.router import Target
 from cargohold.registry.services import Services
+from cargohold.storage import FilesystemBlobStore
 from tests.unit.registry.test_integrity import OCI_MANIFEST, manifest_of, push_blob, run, sha256
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -94,6 +95,7 @@ async def with_pruned_repository(services: Services) -> None:
 
 
 def stored(services: Services, digest: str) -> bool:
+    assert isinstance(services.store, FilesystemBlobStore)
     return services.store.local_path(digest).exists()
 
 
@@ -113,7 +115,8 @@ async def pull_whole(services: Services, name: str, image: Pushed) -> None:
     assert content.digest == image.digest
     for digest in image.blobs:
         blob = await services.blobs.get(target, digest)
-        assert blob.path.read_bytes() and sha256(blob.path.read_bytes()) == digest
+        data = b"".join([chunk async for chunk in blob.read(0, blob.size)])
+        assert data and sha256(data) == digest
 
 
 def removed(report: GcReport) -> tuple[list[str], list[str]]:

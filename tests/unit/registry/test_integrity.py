@@ -27,6 +27,7 @@ from cargohold.registry.integrity import FsckReport, FsckService
 from cargohold.registry.projects import ProxySettings
 from cargohold.registry.router import Target
 from cargohold.registry.services import Services, build_services
+from cargohold.storage import FilesystemBlobStore
 from cargohold.storage.filesystem import READ_CHUNK
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -90,6 +91,7 @@ async def push_image(
 
 
 def blob_file(services: Services, digest: str) -> Path:
+    assert isinstance(services.store, FilesystemBlobStore)
     return services.store.local_path(digest)
 
 

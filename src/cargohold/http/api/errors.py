@@ -17,6 +17,7 @@ from cargohold.http.errors import (
     log_database_unavailable,
 )
 from cargohold.registry.errors import ManagementError
+from cargohold.storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(error.status, str(error), error.headers)
     except ManagementError as error:
         return error_response(error.status, str(error))
+    except StoreUnavailable as error:
+        return error_response(error.status, error.message, error.headers)
     except AccessDenied as error:
         if error.reason == "forbidden":
             return error_response(403, str(error))

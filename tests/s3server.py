@@ -1,0 +1,148 @@
+"""A real S3-compatible server (moto's standalone server) in a child process, stopped by pid.
+
+moto is installed with the test tools (pyproject's test extra). Without it, every test that
+needs object storage skips, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.clients import free_port
+
+STARTUP_SECONDS = 30.0
+STOP_SECONDS = 15.0
+ACCESS_KEY_ID = "cargohold-tests"
+SECRET_ACCESS_KEY = "cargohold-tests-secret"
+REGION = "us-east-1"
+
+
+class S3Server:
+    def __init__(self, log_path: Path, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if importlib.util.find_spec("moto") is None:
+            pytest.skip("moto[server] is not installed: run scripts/venv for the S3 tests")
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the S3 server exited at start:\n{self.log()}")
+            try:
+                requests.get(self.endpoint_url + "/moto-api/", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the S3 server did not start in {STARTUP_SECONDS}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_SECONDS)
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def create_bucket(self, bucket: str | None = None) -> str:
+        """A bucket, by default a fresh one."""
+        import boto3  # moto brings it
+
+        bucket = bucket or f"cargohold-{uuid.uuid4().hex[:16]}"
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        ).create_bucket(Bucket=bucket)
+        return bucket
+
+    def blobs(self, settings: dict[str, str]) -> BucketBlobs:
+        """The stored blobs of a server with these settings."""
+        return BucketBlobs(
+            self.endpoint_url, settings["CARGOHOLD_S3_BUCKET"], settings["CARGOHOLD_S3_PREFIX"]
+        )
+
+    def settings(self, bucket: str) -> dict[str, str]:
+        """The CARGOHOLD_* settings of a server keeping its blobs in `bucket`."""
+        return {
+            "CARGOHOLD_BLOB_STORE": "s3",
+            "CARGOHOLD_S3_ENDPOINT_URL": self.endpoint_url,
+            "CARGOHOLD_S3_BUCKET": bucket,
+            "CARGOHOLD_S3_REGION": REGION,
+            "CARGOHOLD_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "CARGOHOLD_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "CARGOHOLD_S3_PREFIX": "registry/",
+        }
+
+
+class BucketBlobs:
+    """The blobs of a server on S3 as stored objects, for tests that alter or inspect them."""
+
+    def __init__(self, endpoint_url: str, bucket: str, prefix: str) -> None:
+        import boto3  # moto brings it
+
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
+        self._bucket = bucket
+        self._prefix = prefix
+
+    def _key(self, digest: str) -> str:
+        algorithm, encoded = digest.split(":")
+        return f"{self._prefix}blobs/{algorithm}/{encoded[:2]}/{encoded}"
+
+    def read(self, digest: str) -> bytes | None:
+        try:
+            body: bytes = self._client.get_object(Bucket=self._bucket, Key=self._key(digest))[
+                "Body"
+            ].read()
+        except self._client.exceptions.NoSuchKey:
+            return None
+        return body
+
+    def write(self, digest: str, data: bytes) -> None:
+        self._client.put_object(Bucket=self._bucket, Key=self._key(digest), Body=data)
+
+    def delete(self, digest: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=self._key(digest))
+
+    def under(self, folder: str) -> dict[str, bytes]:
+        """Every object under `blobs/`, `uploads/` or `quarantine/`, by key."""
+        found: dict[str, bytes] = {}
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=f"{self._prefix}{folder}/"):
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                found[key] = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return found
