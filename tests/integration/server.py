@@ -116,13 +116,14 @@ class Server:
             self.env["CARGOHOLD_DATABASE_URL"] = self.database_url
         if storage_dir is not None:
             self.env["CARGOHOLD_STORAGE_DIR"] = str(storage_dir)
+        self.storage_dir = storage_dir or data_dir / "storage"
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         # The server and its command line share the blob store's settings.
-        self.env = blob_store_settings()
+        self.env.update(blob_store_settings())
 
     @property
     def on_object_storage(self) -> bool:
@@ -133,7 +134,7 @@ class Server:
         """What the server stored, in its data folder or its bucket."""
         if _object_store is not None and self.on_object_storage:
             return _object_store.blobs(self.env)
-        return FolderBlobs(self.data_dir / "storage")
+        return FolderBlobs(self.storage_dir)
 
     @property
     def metadata_url(self) -> str:
