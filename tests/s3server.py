@@ -7,17 +7,14 @@ needs object storage skips, saying so.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.clients import free_port
+from tests.integration.clients import Daemon, free_port
 
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 15.0
@@ -28,46 +25,31 @@ REGION = "us-east-1"
 
 class S3Server:
     def __init__(self, log_path: Path, *, port: int | None = None) -> None:
+        """`log_path`: the server's log file (its folder holds the daemon's files)."""
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self._daemon = Daemon(log_path.stem, log_path.parent)
 
     def start(self) -> None:
         if importlib.util.find_spec("moto") is None:
             pytest.skip("moto[server] is not installed: run scripts/venv for the S3 tests")
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the S3 server exited at start:\n{self.log()}")
-            try:
-                requests.get(self.endpoint_url + "/moto-api/", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the S3 server did not start in {STARTUP_SECONDS}s:\n{self.log()}")
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._daemon.start(argv, env={"PYTHONUNBUFFERED": "1"})
+        try:
+            self._daemon.wait_ready(self._answers, timeout=STARTUP_SECONDS)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        try:
+            requests.get(self.endpoint_url + "/moto-api/", timeout=1)
+        except requests.ConnectionError:
+            return False
+        return True
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_SECONDS)
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        self._daemon.stop(STOP_SECONDS)
 
     def create_bucket(self, bucket: str | None = None) -> str:
         """A bucket, by default a fresh one."""
