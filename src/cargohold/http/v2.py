@@ -17,7 +17,12 @@ from cargohold.oci.auth import DELETE, PULL, PUSH
 from cargohold.oci.digest import digest_algorithm_param
 from cargohold.oci.errors import ErrorCode, RegistryError
 from cargohold.oci.mediatypes import OCI_INDEX, parse_accept
-from cargohold.oci.ranges import parse_content_range, upload_range_header
+from cargohold.oci.ranges import (
+    parse_content_range,
+    pulled_range,
+    range_not_satisfiable,
+    upload_range_header,
+)
 from cargohold.registry.blobs import BlobContent, blob_unknown
 from cargohold.registry.manifests import tags_body
 from cargohold.registry.proxy import UpstreamBlob
@@ -181,15 +186,17 @@ async def delete_manifest(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-def _range_unsatisfiable(request: web.Request, size: int) -> bool:
-    """Whether FileResponse would answer the Range with a bare 416 (no If-Range involved)."""
+def _pulled_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """The (start, length) a Range asks for, or None for the whole blob: no Range, or an
+    If-Range, which is answered with the whole blob (a stream has no validator to compare)."""
     if "Range" not in request.headers or request.if_range is not None:
-        return False
+        return None
+    header = request.headers["Range"]
     try:
-        start = request.http_range.start
+        requested = request.http_range
     except ValueError:
-        return True
-    return start is not None and start >= size
+        raise range_not_satisfiable(header, size) from None
+    return pulled_range(header, requested.start, requested.stop, size)
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
@@ -207,14 +214,8 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         blob = await services.proxy.blob(target, reference)
     if isinstance(blob, UpstreamBlob):
         return await _relay_blob(request, target, blob)
-    if _range_unsatisfiable(request, blob.size):
-        raise RegistryError(
-            ErrorCode.SIZE_INVALID,
-            f"Range {request.headers['Range']!r} is not satisfiable:"
-            f" the blob has {blob.size} bytes",
-            status=416,
-            headers={"Content-Range": f"bytes */{blob.size}"},
-        )
+    # Checked here for every delivery, so that a bad Range gets the OCI error body.
+    requested = _pulled_range(request, blob.size)
     headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": blob.digest}
     if isinstance(blob.delivery, LocalFile):
         return web.FileResponse(blob.delivery.path, headers=headers)
@@ -223,28 +224,17 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return web.Response(headers=headers)
     if isinstance(blob.delivery, Redirect):
         return web.Response(status=307, headers={**headers, "Location": blob.delivery.url})
-    return await _stream_blob(request, blob, headers)
-
-
-def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """The (start, length) a satisfiable Range asks for, or None for the whole blob: no
-    Range, or an If-Range, which a stream cannot check (it has no validator to compare)."""
-    if "Range" not in request.headers or request.if_range is not None:
-        return None
-    requested = request.http_range
-    start = requested.start or 0
-    if start < 0:  # the last -start bytes
-        start = max(size + start, 0)
-    end = size if requested.stop is None else min(requested.stop, size)
-    return start, end - start
+    return await _stream_blob(request, blob, headers, requested)
 
 
 async def _stream_blob(
-    request: web.Request, blob: BlobContent, headers: dict[str, str]
+    request: web.Request,
+    blob: BlobContent,
+    headers: dict[str, str],
+    requested: tuple[int, int] | None,
 ) -> web.StreamResponse:
-    """Stream a blob from the store, a Range of it with 206. A store failure before the
-    first byte is a clean error; one midway cuts the connection (a short transfer)."""
-    requested = _requested_range(request, blob.size)
+    """Stream a blob from the store, the `requested` (start, length) of it with 206. A store
+    failure before the first byte is a clean error; one midway cuts the connection."""
     start, length = requested or (0, blob.size)
     response = web.StreamResponse(status=200 if requested is None else 206, headers=headers)
     response.headers["Accept-Ranges"] = "bytes"
@@ -256,19 +246,31 @@ async def _stream_blob(
             first = await anext(chunks, b"")
         except FileNotFoundError:  # deleted since it was found
             raise blob_unknown(blob.digest) from None
+        return await _send(request, response, chunks, first)
+
+
+async def _send(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[bytes],
+    first: bytes = b"",
+) -> web.StreamResponse:
+    """Send the response with `first`, then `chunks`, as its body. A failure of the source
+    midway cuts the connection, so that the client sees a short transfer, never wrong bytes
+    presented as whole."""
+    try:
         await response.prepare(request)
-        try:
-            await response.write(first)
-            async for data in chunks:
-                await response.write(data)
-        except RegistryError as error:
-            log.warning("cut %s %s: %s", request.method, request.path, error)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        except ConnectionResetError:
-            log.info("client went away during %s %s", request.method, request.path)
-            return response
+        await response.write(first)
+        async for data in chunks:
+            await response.write(data)
+    except (RegistryError, UpstreamError) as error:
+        log.warning("cut %s %s: %s", request.method, request.path, error)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    except ConnectionResetError:
+        log.info("client went away during %s %s", request.method, request.path)
+        return response
     await response.write_eof()
     return response
 
@@ -276,8 +278,7 @@ async def _stream_blob(
 async def _relay_blob(
     request: web.Request, target: Target, blob: UpstreamBlob
 ) -> web.StreamResponse:
-    """Stream a blob from a proxy's upstream; a failure midway cuts the connection, so the
-    client sees a short transfer, never wrong bytes presented as whole."""
+    """Stream a blob from a proxy's upstream while it is cached."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/octet-stream",
@@ -287,22 +288,10 @@ async def _relay_blob(
     )
     response.content_length = blob.size
     try:
-        await response.prepare(request)
         async with contextlib.aclosing(blob.stream()) as chunks:
-            async for data in chunks:
-                await response.write(data)
-    except (RegistryError, UpstreamError) as error:
-        log.warning("cut %s %s: %s", request.method, request.path, error)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    except ConnectionResetError:
-        log.info("client went away during %s %s", request.method, request.path)
-        return response
+            return await _send(request, response, chunks)
     finally:
         await blob.close()  # also when the client went away, or before the stream began
-    await response.write_eof()
-    return response
 
 
 async def delete_blob(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The byte ranges of chunked uploads: `Content-Range` in, `Range` out."""
+"""Byte ranges: of chunked uploads (`Content-Range` in, `Range` out), and of blob pulls."""
 
 from __future__ import annotations
 
@@ -41,3 +41,23 @@ def parse_content_range(value: str) -> ChunkRange:
 def upload_range_header(received: int) -> str:
     """The `Range` answer for an upload holding `received` bytes (`0-0` when empty)."""
     return f"0-{max(received - 1, 0)}"
+
+
+def range_not_satisfiable(header: str, size: int) -> RegistryError:
+    return RegistryError(
+        ErrorCode.SIZE_INVALID,
+        f"Range {header!r} is not satisfiable: the blob has {size} bytes",
+        status=416,
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def pulled_range(header: str, start: int | None, stop: int | None, size: int) -> tuple[int, int]:
+    """The (start, length) of the bytes `[start, stop)` a pull's `Range` header asks of a
+    blob of `size` bytes (`start` < 0: the last -start bytes; None: from the first or to the
+    last); 416 when it starts past the end."""
+    if start is not None and start >= size:
+        raise range_not_satisfiable(header, size)
+    first = 0 if start is None else max(size + start, 0) if start < 0 else start
+    end = size if stop is None else min(stop, size)
+    return first, end - first

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from cargohold.oci.errors import ErrorCode, RegistryError
-from cargohold.oci.ranges import ChunkRange, parse_content_range, upload_range_header
+from cargohold.oci.ranges import (
+    ChunkRange,
+    parse_content_range,
+    pulled_range,
+    upload_range_header,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +49,29 @@ def test_range_ending_before_it_starts_is_unsatisfiable() -> None:
 )
 def test_upload_range_header(received: int, header: str) -> None:
     assert upload_range_header(received) == header
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "wanted"),
+    [
+        (None, None, (0, 100)),
+        (0, 10, (0, 10)),
+        (90, None, (90, 10)),
+        (90, 200, (90, 10)),  # past the end: what there is
+        (-10, None, (90, 10)),  # the last 10 bytes
+        (-500, None, (0, 100)),  # a suffix longer than the blob: all of it
+        (None, 10, (0, 10)),
+    ],
+)
+def test_pulled_range(start: int | None, stop: int | None, wanted: tuple[int, int]) -> None:
+    assert pulled_range("bytes=...", start, stop, 100) == wanted
+
+
+@pytest.mark.parametrize("start", [100, 150])
+def test_a_pulled_range_that_starts_past_the_end_is_not_satisfiable(start: int) -> None:
+    with pytest.raises(RegistryError) as raised:
+        pulled_range(f"bytes={start}-", start, None, 100)
+    error = raised.value
+    assert (error.code, error.status) == (ErrorCode.SIZE_INVALID, 416)
+    assert error.headers == {"Content-Range": "bytes */100"}
+    assert f"bytes={start}-" in str(error)
