@@ -19,7 +19,7 @@ import requests
 from sqlalchemy import text
 
 from cargohold.cli import main
-from cargohold.db.engine import Database, sqlite_url
+from cargohold.db.engine import open_database, sqlite_url
 from tests.integration import postgres
 from tests.integration.clients import free_port
 
@@ -145,7 +145,7 @@ class Server:
         SQLite or PostgreSQL, in a transaction of its own: its rows and how many it changed."""
 
         async def run() -> SqlResult:
-            database = Database(self.metadata_url)
+            database = open_database(self.metadata_url)
             try:
                 async with database.write() as conn:
                     result = await conn.execute(text(statement), parameters)

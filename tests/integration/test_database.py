@@ -15,7 +15,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import MIGRATIONS, Database
+from cargohold.db.engine import MIGRATIONS, open_database
 from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore, NewManifest
 from tests.integration.postgres import Postgres
@@ -114,7 +114,7 @@ def test_writes_from_several_nodes_at_once_that_create_a_row_when_missing_all_su
     url = database.create_database()
 
     async def run() -> None:
-        nodes = [Database(url), Database(url)]
+        nodes = [open_database(url), open_database(url)]
         metadata = [MetadataStore(node) for node in nodes]
         accounts = [AccountStore(node) for node in nodes]
         try:

@@ -13,11 +13,12 @@ for a plain `postgresql://` URL), migrations included.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
@@ -30,7 +31,7 @@ from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine,
 from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -145,26 +146,73 @@ class _InlineConnection:
         return self._connection.execute(statement, parameters)
 
 
-class Database:
-    """One metadata database; every store of queries shares it."""
+class Database(abc.ABC):
+    """One metadata database; every store of queries shares it. `open_database` gives the
+    implementation its URL names."""
+
+    @abc.abstractmethod
+    def read(self) -> AbstractAsyncContextManager[Reader]: ...
+
+    @abc.abstractmethod
+    def write(self) -> AbstractAsyncContextManager[Writer]: ...
+
+    @abc.abstractmethod
+    async def dispose(self) -> None: ...
+
+
+def open_database(url: str) -> Database:
+    return SqliteDatabase(url) if is_sqlite(url) else ServerDatabase(url)
+
+
+class SqliteDatabase(Database):
+    """SQLite, its statements run in the caller's thread (see the module's docstring)."""
 
     def __init__(self, url: str) -> None:
-        self._engine: AsyncEngine | None = None
-        self._sqlite_reads: Engine | None = None
-        self._sqlite_writes: Engine | None = None
-        if is_sqlite(url):
-            # Only reads and writes that await something in the middle hold a connection
-            # for long; an unbounded overflow means a checkout never blocks the loop.
-            self._sqlite_reads = _sync_engine(
-                url, SQLITE_READ_BUSY_TIMEOUT_MS, pool_size=4, max_overflow=-1
-            )
-            self._sqlite_writes = _sync_engine(url, 0, pool_size=2, max_overflow=-1)
-        else:
-            self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
+        # Only reads and writes that await something in the middle hold a connection for
+        # long; an unbounded overflow means a checkout never blocks the loop.
+        self._reads = _sync_engine(url, SQLITE_READ_BUSY_TIMEOUT_MS, pool_size=4, max_overflow=-1)
+        self._writes = _sync_engine(url, 0, pool_size=2, max_overflow=-1)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Reader]:
+        with self._reads.connect() as connection, connection.begin():
+            yield _InlineConnection(connection)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Writer]:
+        connection, transaction = await self._write_lock()
+        with connection, transaction:
+            yield _InlineConnection(connection)
+
+    async def _write_lock(self) -> tuple[Connection, RootTransaction]:
+        """A connection in a write transaction, after waiting (asynchronously, bounded)
+        for another process to release the lock."""
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            connection = self._writes.connect().execution_options(**{WRITE: True})
+            try:
+                return connection, connection.begin()
+            except OperationalError as error:
+                connection.close()
+                if not _is_busy(error) or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def dispose(self) -> None:
+        self._reads.dispose()
+        self._writes.dispose()
+
+
+class ServerDatabase(Database):
+    """A database server (PostgreSQL) through its asyncio driver."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        assert self._engine is not None
         connection = self._engine.connect()
         try:
             await connection.start()
@@ -180,49 +228,18 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
-        if self._engine is not None:
-            async with self._connection() as conn, conn.begin():
-                yield conn
-            return
-        assert self._sqlite_reads is not None
-        with self._sqlite_reads.connect() as connection, connection.begin():
-            yield _InlineConnection(connection)
+        async with self._connection() as conn, conn.begin():
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
-        if self._engine is not None:
-            async with self._connection() as conn:
-                await conn.execution_options(**{WRITE: True})
-                async with conn.begin():
-                    yield conn
-            return
-        connection, transaction = await self._sqlite_write_lock()
-        with connection, transaction:
-            yield _InlineConnection(connection)
-
-    async def _sqlite_write_lock(self) -> tuple[Connection, RootTransaction]:
-        """A connection in a write transaction, after waiting (asynchronously, bounded)
-        for another process to release the lock."""
-        assert self._sqlite_writes is not None
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-        pause = 0.001
-        while True:
-            connection = self._sqlite_writes.connect().execution_options(**{WRITE: True})
-            try:
-                return connection, connection.begin()
-            except OperationalError as error:
-                connection.close()
-                if not _is_busy(error) or time.monotonic() + pause > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        async with self._connection() as conn:
+            await conn.execution_options(**{WRITE: True})
+            async with conn.begin():
+                yield conn
 
     async def dispose(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-        for engine in (self._sqlite_reads, self._sqlite_writes):
-            if engine is not None:
-                engine.dispose()
+        await self._engine.dispose()
 
 
 def migrate(url: str) -> None:

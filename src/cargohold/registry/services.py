@@ -10,7 +10,7 @@ from cargohold.auth.service import AuthService
 from cargohold.auth.tokens import TokenIssuer
 from cargohold.config import Settings
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import Database, is_sqlite
+from cargohold.db.engine import Database, is_sqlite, open_database
 from cargohold.db.gc import GcStore
 from cargohold.db.integrity import IntegrityStore
 from cargohold.db.leases import LeaseStore
@@ -89,7 +89,7 @@ async def open_blob_store(settings: Settings) -> BlobStore:
 
 
 async def build_services(settings: Settings) -> Services:
-    database = Database(settings.metadata_url)
+    database = open_database(settings.metadata_url)
     leases = LeaseStore(database)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)

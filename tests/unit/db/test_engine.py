@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from cargohold.db.engine import Database, async_url, migrate, sqlite_url
+from cargohold.db.engine import Database, async_url, migrate, open_database, sqlite_url
 from cargohold.db.schema import projects
 
 
 def _database(tmp_path: Path) -> Database:
     url = sqlite_url(tmp_path / "cargohold.db")
     migrate(url)
-    return Database(url)
+    return open_database(url)
 
 
 async def _project_names(database: Database) -> list[str]:

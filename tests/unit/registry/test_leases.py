@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from cargohold.db.engine import Database, migrate, sqlite_url
+from cargohold.db.engine import Database, migrate, open_database, sqlite_url
 from cargohold.db.leases import LeaseStore
 from cargohold.db.schema import maintenance_leases
 from cargohold.registry.leases import Lease, LeaseTaken
@@ -19,7 +19,7 @@ from cargohold.registry.leases import Lease, LeaseTaken
 def _leases(tmp_path: Path) -> tuple[Database, LeaseStore]:
     url = sqlite_url(tmp_path / "cargohold.db")
     migrate(url)
-    database = Database(url)
+    database = open_database(url)
     return database, LeaseStore(database)
 
 
