@@ -31,7 +31,7 @@ from sqlalchemy import CursorResult, Dialect, Engine, Executable, create_engine,
 from sqlalchemy.engine import URL, Connection, RootTransaction, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -205,6 +205,23 @@ class SqliteDatabase(Database):
         self._writes.dispose()
 
 
+@asynccontextmanager
+async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine`; DatabaseUnavailable when the server cannot be reached."""
+    connection = engine.connect()
+    try:
+        await connection.start()
+    except (OSError, DBAPIError) as error:
+        # The driver raises OSError (refused, unreachable) or an error of the server
+        # (starting up, shutting down) when it cannot connect.
+        raise DatabaseUnavailable(f"cannot connect: {error}") from error
+    try:
+        yield connection
+    finally:
+        # Back to the pool (or closed) even when the request is cancelled meanwhile.
+        await asyncio.shield(connection.close())
+
+
 class ServerDatabase(Database):
     """A database server (PostgreSQL) through its asyncio driver."""
 
@@ -212,28 +229,13 @@ class ServerDatabase(Database):
         self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        connection = self._engine.connect()
-        try:
-            await connection.start()
-        except (OSError, DBAPIError) as error:
-            # The driver raises OSError (refused, unreachable) or an error of the server
-            # (starting up, shutting down) when it cannot connect.
-            raise DatabaseUnavailable(f"cannot connect: {error}") from error
-        try:
-            yield connection
-        finally:
-            # Back to the pool even when the request is cancelled meanwhile.
-            await asyncio.shield(connection.close())
-
-    @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
-        async with self._connection() as conn, conn.begin():
+        async with connected(self._engine) as conn, conn.begin():
             yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
-        async with self._connection() as conn:
+        async with connected(self._engine) as conn:
             await conn.execution_options(**{WRITE: True})
             async with conn.begin():
                 yield conn

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from cargohold.db.engine import async_url
+from cargohold.db.engine import async_url, connected
 
 POLL_SECONDS = 0.05
 
@@ -40,7 +40,7 @@ class AdvisoryLocks:
         """Held until the context ends; TimeoutError when not had by `deadline`
         (time.monotonic()). Polls, as a blocking pg_advisory_lock could not be given up."""
         attempt = select(func.pg_try_advisory_lock(lock_id(key)))
-        async with self._engine.connect() as conn:
+        async with connected(self._engine) as conn:
             while not (await conn.execute(attempt)).scalar_one():
                 if time.monotonic() + POLL_SECONDS > deadline:
                     raise TimeoutError
