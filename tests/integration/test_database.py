@@ -9,17 +9,19 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
 
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import MIGRATIONS, open_database
+from cargohold.db.engine import MIGRATIONS, migrate, open_database
 from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore, NewManifest
 from tests.integration.postgres import Postgres
 from tests.integration.server import cargohold
+from tests.schema_drift import schema_drift
 
 NODES = 4
 CONCURRENT_WRITES = 6
@@ -88,6 +90,54 @@ def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Pos
         finally:
             await first.close()
             await second.close()
+
+    asyncio.run(run())
+
+
+def test_the_migrations_build_the_schema_the_code_declares(database: Postgres) -> None:
+    url = database.create_database(migrated=False)
+    migrate(url)
+    assert schema_drift(url) == []
+
+
+# Byte order puts digits, capitals, `_`, then small letters; en-US puts `_` first, and
+# `a` before `B`.
+TAGS_IN_BYTE_ORDER = ["1.0", "B", "Z", "_x", "a", "b"]
+
+
+def test_tags_list_in_byte_order_whatever_the_database_collation(database: Postgres) -> None:
+    """Tags list, and pages follow `last`, in byte order (as on SQLite) in a database
+    created with a collation that orders them otherwise."""
+    name = f"cargohold_en_us_{uuid.uuid4().hex[:8]}"
+    database.sql(
+        f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )
+    url = database.url(name)
+    migrate(url)
+    in_en_us = database.sql(
+        "SELECT string_agg(t, ' ' ORDER BY t) FROM unnest(ARRAY['B', 'a', '_x']) AS t", name
+    )
+    assert in_en_us == "_x a B", "the database must order otherwise for this test to mean much"
+
+    async def run() -> None:
+        node = open_database(url)
+        metadata = MetadataStore(node)
+        try:
+            project = await metadata.create_project("p")
+            repository = await metadata.create_repository(project, "r", "hosted", "docker")
+            image = await metadata.ensure_image(repository.id, "app")
+            await metadata.put_manifest(image, _manifest(0, 0), TAGS_IN_BYTE_ORDER[::-1])
+            assert await metadata.list_tags(image, None, None) == TAGS_IN_BYTE_ORDER
+            pages, last = [], None
+            for _ in TAGS_IN_BYTE_ORDER:  # bounded: one page per tag at most
+                page = await metadata.list_tags(image, last, 2)
+                if not page:
+                    break
+                pages.append(page)
+                last = page[-1]
+            assert pages == [TAGS_IN_BYTE_ORDER[i : i + 2] for i in range(0, 6, 2)]
+        finally:
+            await node.dispose()
 
     asyncio.run(run())
 

@@ -246,19 +246,19 @@ class ServerDatabase(Database):
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (synchronously, before serving)."""
-    _on_connection(url, _upgrade, migrating=True)
+    on_connection(url, _upgrade, migrating=True)
 
 
 def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """The schema's revision in the database (None: no schema yet), and the newest."""
-    current = _on_connection(
+    current = on_connection(
         url, lambda connection: MigrationContext.configure(connection).get_current_revision()
     )
     return current, ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
-def _on_connection(url: str, work: Callable[[Connection], _T], *, migrating: bool = False) -> _T:
-    """Run Alembic's synchronous `work` on a connection of its own, and commit."""
+def on_connection(url: str, work: Callable[[Connection], _T], *, migrating: bool = False) -> _T:
+    """Run synchronous `work` (Alembic's) on a connection of its own, and commit."""
     if not is_sqlite(url):
         return asyncio.run(_on_asyncio_connection(url, work, migrating=migrating))
     engine = _sync_engine(url)

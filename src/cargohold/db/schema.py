@@ -34,11 +34,19 @@ metadata = MetaData(
 
 DIGEST = String(200)
 
+
+def listed_name(length: int) -> String:
+    """A name that lists in byte order, as SQLite compares text: PostgreSQL compares by the
+    database's collation unless the column says otherwise (distribution's tag lists are in
+    lexical order, and a page's `last` must compare as the list is ordered)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 projects = Table(
     "projects",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", listed_name(100), nullable=False, unique=True),
     Column("created_at", Double, nullable=False),
     Column("anonymous_read", Boolean, nullable=False, server_default=false()),
     # Bytes the project's hosted repositories may hold; NULL: unlimited.
@@ -50,7 +58,7 @@ repositories = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("project_id", ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
-    Column("name", String(100), nullable=False),
+    Column("name", listed_name(100), nullable=False),
     Column("kind", String(20), nullable=False),
     Column("format", String(20), nullable=False),
     Column("created_at", Double, nullable=False),
@@ -91,7 +99,7 @@ images = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("repository_id", ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
-    Column("name", String(255), nullable=False),
+    Column("name", listed_name(255), nullable=False),
     Column("created_at", Double, nullable=False),
     UniqueConstraint("repository_id", "name"),
 )
@@ -152,7 +160,7 @@ tags = Table(
     "tags",
     metadata,
     Column("image_id", ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
-    Column("name", String(128), primary_key=True),
+    Column("name", listed_name(128), primary_key=True),
     Column("digest", DIGEST, nullable=False),
     Column("updated_at", Double, nullable=False),
     # In a proxy repository, when the upstream last confirmed the tag's digest.
@@ -176,7 +184,7 @@ users = Table(
     "users",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", listed_name(100), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("is_admin", Boolean, nullable=False, server_default=false()),
     Column("disabled", Boolean, nullable=False, server_default=false()),
@@ -188,7 +196,7 @@ robots = Table(
     "robots",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", listed_name(100), nullable=False, unique=True),
     Column("secret_hash", String(255), nullable=False),
     Column("description", String(500), nullable=False, server_default=""),
     Column("expires_at", Double),
