@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from cargohold.config import Settings
@@ -64,7 +64,15 @@ def database_location(url: str) -> str:
     if is_sqlite(url):
         return f"sqlite:{Path(make_url(url).database or '').resolve()}"
     parsed = async_url(url)
-    return parsed.set(drivername=parsed.get_backend_name(), password=None).render_as_string()
+    return URL.create(
+        parsed.get_backend_name(),
+        parsed.username,
+        None,
+        parsed.host,
+        parsed.port,
+        parsed.database,
+        parsed.query,
+    ).render_as_string()
 
 
 def blob_store_location(settings: Settings) -> str:
