@@ -37,7 +37,7 @@ from tests.s3server import S3Server
 
 IMAGE = "common/hosted/app"
 DEV_PASSWORD = "dev-password-kept-across"
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 LARGE_BLOB = 256 * 1024 * 1024
 # A process of the command line with its libraries, plus a few parts in flight: far below
 # the large blob, which would show if it were held whole.
@@ -115,8 +115,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         client = OciClient(server.url, server.admin_auth)
         first = client.push_image(IMAGE, "v1", layers=2)
         moved = client.push_image(IMAGE, "v1", layers=1)  # v1 moves; `first` stays untagged
-        # A layer sent in chunks, as docker does.
-        layer = os.urandom(3 * CHUNK + 100)
+        # A layer sent in chunks, as docker does, large enough to be streamed by the copy.
+        layer = os.urandom(6 * CHUNK + 100)
         location = client.start_upload(IMAGE)
         for start in range(0, len(layer), CHUNK):
             assert client.patch_chunk(location, layer[start : start + CHUNK]).status_code == 202
@@ -245,7 +245,8 @@ def _layers(pushed: Pushed) -> list[str]:
 def test_bad_source_blobs_are_reported_and_the_copy_runs_again_once_they_are_fixed(
     source: Source, database: Postgres, s3_server: S3Server, tmp_path: Path
 ) -> None:
-    altered, deleted = _layers(source.images[0])
+    # A large blob (streamed) altered, a small one (read whole) gone.
+    altered, deleted = _layers(source.images[2])[0], _layers(source.images[0])[0]
     target = _target(tmp_path, s3_server, database.create_database())
     bucket = s3_server.blobs(target.env)
     originals = {digest: source.server.blobs.read(digest) for digest in (altered, deleted)}
@@ -267,6 +268,9 @@ def test_bad_source_blobs_are_reported_and_the_copy_runs_again_once_they_are_fix
         assert not report["ok"] and report["rows"] == {}
         assert target.sql("SELECT count(*) FROM projects").rows == [(0,)]  # no rows yet
         assert bucket.read(altered) is None and bucket.read(deleted) is None
+        # Nothing of the refused stream is left; the session in progress was copied.
+        sessions = {key.split("/")[2] for key in bucket.under("uploads")}
+        assert sessions == {source.upload.rsplit("/", 1)[-1]}
         copied = report["blobs_copied"]
         assert copied == report["blobs"] - 2
         intact = _layers(source.images[1])[0]

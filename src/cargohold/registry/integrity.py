@@ -265,7 +265,7 @@ class FsckService:
         await asyncio.gather(*(verify(row) for row in rows))
 
     async def _verify(self, row: ContentRow, kind: str, report: FsckReport) -> None:
-        algorithm = _algorithm(row.digest)
+        algorithm = algorithm_of(row.digest)
         if algorithm is None:
             report.corrupt.append(
                 await self._corrupt(row.digest, kind, "it is not a valid digest", None, None)
@@ -409,7 +409,7 @@ class FsckService:
 
     async def _quarantine(self, corrupt: CorruptContent) -> None:
         # The bytes first: were the rows removed first, the file would pass for an orphan.
-        stored = _algorithm(corrupt.digest) is not None
+        stored = algorithm_of(corrupt.digest) is not None
         if stored and await self._store.size(corrupt.digest) is not None:
             corrupt.quarantined_to = await self._store.quarantine(corrupt.digest)
         await self._queries.forget_blob(corrupt.digest)
@@ -437,7 +437,7 @@ class FsckService:
         upload.repaired = True
 
 
-def _algorithm(digest: str) -> str | None:
+def algorithm_of(digest: str) -> str | None:
     """The algorithm of a valid digest of ours; None for anything else (a row written by
     hand): such a digest names no file of the store."""
     try:

@@ -40,16 +40,24 @@ from cargohold.db.engine import (
 )
 from cargohold.db.integrity import ContentRow, IntegrityStore
 from cargohold.db.transfer import TransferStore
-from cargohold.oci.digest import Digest, new_hasher
-from cargohold.oci.errors import RegistryError
+from cargohold.oci.digest import Hasher, new_hasher
 from cargohold.registry.errors import ManagementError
-from cargohold.registry.integrity import content_pages, hash_chunk, hash_stored, human_size
+from cargohold.registry.integrity import (
+    algorithm_of,
+    content_pages,
+    hash_chunk,
+    hash_stored,
+    human_size,
+)
 from cargohold.registry.services import open_blob_store
 from cargohold.storage import BlobStore
 
 PAGE = 500
-# Blobs copied at once: each holds about one part of the target's uploads in memory.
-BLOBS_AT_ONCE = 4
+# Blobs copied at once: mostly waiting on the stores, small ones held whole.
+BLOBS_AT_ONCE = 16
+WHOLE_BYTES = 1 << 20
+# Larger blobs streamed at once: each holds about two parts of an object store's upload.
+STREAMS_AT_ONCE = 4
 PROGRESS_EVERY = 1000
 
 Progress = Callable[[str], None]
@@ -59,10 +67,14 @@ class CopyRefused(ManagementError):
     """The copy cannot start; the message says what to do."""
 
 
+def _sqlite_file(url: str) -> Path:
+    return Path(make_url(url).database or "").resolve()
+
+
 def database_location(url: str) -> str:
     """Where a metadata database is, without its password: what tells two apart."""
     if is_sqlite(url):
-        return f"sqlite:{Path(make_url(url).database or '').resolve()}"
+        return f"sqlite:{_sqlite_file(url)}"
     parsed = async_url(url)
     return URL.create(
         parsed.get_backend_name(),
@@ -185,7 +197,7 @@ def prepare(source: Settings, target: Settings) -> None:
             " target's settings with --config (or CARGOHOLD_* variables) and the source's with"
             " --from-config or --from-data-dir"
         )
-    if is_sqlite(source.metadata_url) and not Path(source_database[len("sqlite:") :]).is_file():
+    if is_sqlite(source.metadata_url) and not _sqlite_file(source.metadata_url).is_file():
         raise CopyRefused(
             f"the source has no metadata database ({source_database}): give its data folder"
             " with --from-data-dir, or its settings with --from-config"
@@ -293,13 +305,6 @@ async def _check(
             report.mismatches.append("the target's rows describe content the source's do not")
 
 
-def _algorithm(digest: str) -> str | None:
-    try:
-        return Digest.parse(digest).algorithm
-    except RegistryError:
-        return None
-
-
 class _BlobCopier:
     def __init__(
         self, source: BlobStore, target: BlobStore, *, same_store: bool, report: TransferReport
@@ -309,6 +314,7 @@ class _BlobCopier:
         # One store under two sets of rows (only the database moves): checked, not copied.
         self._same_store = same_store
         self._report = report
+        self._streams = asyncio.Semaphore(STREAMS_AT_ONCE)
 
     async def copy_content(self, queries: IntegrityStore, say: Progress) -> None:
         limit = asyncio.Semaphore(BLOBS_AT_ONCE)
@@ -331,7 +337,7 @@ class _BlobCopier:
 
     async def _transfer(self, row: ContentRow) -> None:
         digest = row.digest
-        algorithm = _algorithm(digest)
+        algorithm = algorithm_of(digest)
         if algorithm is None:
             self._bad(digest, "it is not a valid digest")
             return
@@ -345,7 +351,7 @@ class _BlobCopier:
             if held is not None:
                 # Bytes that came from elsewhere: kept aside, as fsck does.
                 await self._target.quarantine(digest)
-            copied = await self._copy(digest, algorithm)
+            copied = await self._copy(row, algorithm)
             if copied is None:
                 return
             self._report.blobs_copied += 1
@@ -373,9 +379,48 @@ class _BlobCopier:
         except FileNotFoundError:
             return None
 
-    async def _copy(self, digest: str, algorithm: str) -> int | None:
+    async def _copy(self, row: ContentRow, algorithm: str) -> int | None:
+        """Copy the source's bytes of a digest into the target, where they become the blob
+        only if they hash to it: their size, or None (and the digest is reported)."""
+        digest = row.digest
+        try:
+            if row.largest <= WHOLE_BYTES:
+                data = await self._read_small(digest)
+                if data is not None:
+                    return await self._put_whole(digest, algorithm, data)
+            async with self._streams:
+                return await self._stream(digest, algorithm)
+        except FileNotFoundError:
+            self._bad(digest, "the source store does not hold it")
+        except OSError as error:  # a bad sector, a file that lost its permissions
+            self._bad(digest, f"the source's bytes cannot be read: {error}")
+        return None
+
+    async def _read_small(self, digest: str) -> bytes | None:
+        """The source's bytes whole; None when there are more than WHOLE_BYTES of them
+        (more than the rows record)."""
+        chunks: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(self._source.read(digest)) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > WHOLE_BYTES:
+                    return None
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _put_whole(self, digest: str, algorithm: str, data: bytes) -> int | None:
+        """A small blob in one write (an object store's one request, not a session's ten)."""
+        hasher = new_hasher(algorithm)
+        await hash_chunk(hasher, data)
+        if not self._source_matches(digest, algorithm, hasher):
+            return None
+        await self._target.put_bytes(digest, data)
+        return len(data)
+
+    async def _stream(self, digest: str, algorithm: str) -> int | None:
         """Stream the source's bytes into an upload session of the target, hashing them, and
-        make them the blob only when they hash to `digest`: their size, or None (reported)."""
+        commit it only when they hash to `digest`: never a whole blob in memory."""
         upload_id = uuid.uuid4().hex
         hasher = new_hasher(algorithm)
         size = 0
@@ -387,22 +432,20 @@ class _BlobCopier:
                     await hash_chunk(hasher, chunk)
                     await writer.write(chunk)
                     size += len(chunk)
-            actual = f"{algorithm}:{hasher.hexdigest()}"
-            if actual != digest:
-                self._bad(digest, f"the source's bytes hash to {actual}; not copied")
+            if not self._source_matches(digest, algorithm, hasher):
                 return None
             await self._target.commit_upload(upload_id, digest, size)
             kept = True
-        except FileNotFoundError:
-            self._bad(digest, "the source store does not hold it")
-            return None
-        except OSError as error:  # a bad sector, a file that lost its permissions
-            self._bad(digest, f"the source's bytes cannot be read: {error}")
-            return None
         finally:
             if not kept:
                 await self._target.discard_upload(upload_id)
         return size
+
+    def _source_matches(self, digest: str, algorithm: str, hasher: Hasher) -> bool:
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            self._bad(digest, f"the source's bytes hash to {actual}; not copied")
+        return actual == digest
 
     def _bad(self, digest: str, reason: str) -> None:
         self._report.bad.append(BadBlob(digest, reason))

@@ -9,8 +9,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from cargohold.config import Settings, load_settings
+from cargohold.db.engine import open_database
+from cargohold.db.schema import blobs
 from cargohold.registry.services import Services
 from cargohold.registry.transfer import (
     BadBlob,
@@ -86,6 +89,31 @@ def test_wrong_bytes_in_the_target_are_put_aside_and_copied_again(tmp_path: Path
     quarantine = target.blob_dir / "quarantine"
     quarantined = [path.read_bytes() for path in quarantine.rglob("*") if path.is_file()]
     assert quarantined == [b"not the config"]
+
+
+def test_a_blob_whose_rows_record_another_size_is_reported(tmp_path: Path) -> None:
+    source, image = _source(tmp_path)
+
+    async def record_size() -> None:
+        database = open_database(source.metadata_url)
+        try:
+            async with database.write() as conn:
+                await conn.execute(
+                    update(blobs).where(blobs.c.digest == image.layers[1]).values(size=1)
+                )
+        finally:
+            await database.dispose()
+
+    asyncio.run(record_size())
+    report = _copy(source, _settings(tmp_path / "target"))
+    assert [(bad.digest, bad.reason) for bad in report.bad] == [
+        (
+            image.layers[1],
+            "its rows record 1 bytes but it holds 3000"
+            " (`cargohold fsck --repair` on the source corrects the rows)",
+        )
+    ]
+    assert report.exit_code == 1 and report.rows == {}
 
 
 def test_a_source_without_a_database_is_refused(tmp_path: Path) -> None:
