@@ -99,7 +99,8 @@ def _stored_files(server: Server) -> dict[str, str]:
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     """A stopped server on SQLite and a folder, with content in every table."""
     server = Server(tmp_path_factory.mktemp("copy") / "source")
-    assert server.database_url is None and not server.on_object_storage, "SQLite + folder"
+    if server.database_url is not None or server.on_object_storage:
+        pytest.skip("the copy's source is SQLite and a folder: the main pass runs this")
     cli(server, "project", "create", "common", "--quota-bytes", "1GiB")
     cli(server, "repo", "create", "common", "hosted", "--type", "hosted")
     cli(server, "repo", "update", "common", "hosted", "--cleanup-keep-last", "5")
