@@ -161,10 +161,10 @@ def _target(
     return target
 
 
-def _copy(target: Server, source: Source, *extra: str) -> tuple[int, dict[str, Any], str]:
+def _copy(target: Server, source: Source) -> tuple[int, dict[str, Any], str]:
     """`cargohold copy --json` from the source into the target: status, report, stderr."""
     code, out, err = target.cli_in_this_process(
-        "copy", "--from-data-dir", str(source.server.data_dir), "--json", *extra
+        "copy", "--from-data-dir", str(source.server.data_dir), "--json"
     )
     return code, json.loads(out) if out else {}, err
 
@@ -312,9 +312,13 @@ def test_an_unreachable_target_database_or_a_missing_bucket_is_refused(
     assert "does not answer" in line, line
 
 
-def test_the_source_as_target_is_refused(source: Source) -> None:
+def test_the_source_as_target_is_refused(source: Source, tmp_path: Path) -> None:
     line = _refusal(source.server, source.server.data_dir)
     assert "the source and the target are the same database" in line, line
+    settings = tmp_path / "old.toml"
+    settings.write_text(f'data_dir = "{source.server.data_dir}"\n')
+    code, _, err = source.server.cli_in_this_process("copy", "--from-config", str(settings))
+    assert code == 1 and "the source and the target are the same database" in err, err
 
 
 def test_a_source_behind_the_newest_schema_is_refused(
