@@ -43,6 +43,7 @@ from cargohold.registry.projects import (
 )
 from cargohold.registry.quotas import parse_size
 from cargohold.registry.services import Services, build_services
+from cargohold.registry.transfer import copy_installation, prepare
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 # An administration command; what it returns (if anything) is the exit status.
@@ -70,6 +71,24 @@ def migrate_schema(args: argparse.Namespace) -> int:
     migrate(settings.metadata_url)
     _say("the metadata database's schema is at the newest revision")
     return 0
+
+
+def copy(args: argparse.Namespace) -> int:
+    if args.from_config is None and args.from_data_dir is None:
+        raise InvalidInput(
+            "say what to copy: --from-config OLD.toml and/or --from-data-dir OLD_DIR"
+        )
+    # The source's settings are its own: CARGOHOLD_* variables are the target's.
+    source = load_settings(args.from_config, {"data_dir": args.from_data_dir}, environ={})
+    target = load_settings(args.config, {"data_dir": args.data_dir})
+    target.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare(source, target)
+    report = asyncio.run(copy_installation(source, target, progress=_say))
+    for line in report.lines():
+        _say(line)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    return report.exit_code
 
 
 def _say(message: str) -> None:
@@ -532,7 +551,7 @@ def _parser() -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         sub.add_argument("--data-dir", type=Path, help="where metadata and blobs live")
         sub.add_argument("--config", type=Path, help="a TOML settings file")
-        plain = handler in (serve, migrate_schema)
+        plain = handler in (serve, migrate_schema, copy)
         sub.set_defaults(handler=handler if plain else _administer(handler))
         return sub
 
@@ -624,6 +643,18 @@ def _parser() -> argparse.ArgumentParser:
         migrate_schema,
         "bring the metadata database's schema to the newest revision, then exit",
     )
+
+    sub = command(
+        commands,
+        "copy",
+        copy,
+        "copy an installation (its metadata and blobs, e.g. SQLite and a folder) into the"
+        " database and blob store of these settings (e.g. PostgreSQL and S3), checking every"
+        " digest; stop the source's server first",
+    )
+    sub.add_argument("--from-config", type=Path, help="the source's TOML settings file")
+    sub.add_argument("--from-data-dir", type=Path, help="the source's data folder")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
     project = group("project", "manage projects and their members")
     quota_help = "bytes its hosted repositories may hold: 1073741824, 500MB, 10GiB"

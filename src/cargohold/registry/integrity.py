@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cargohold.db.integrity import ContentRow, IntegrityStore, TagRow
-from cargohold.oci.digest import Digest, new_hasher
+from cargohold.oci.digest import Digest, Hasher, new_hasher
 from cargohold.oci.errors import RegistryError
 from cargohold.storage import BlobStore
 
@@ -161,6 +161,49 @@ class FsckReport:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ContentPage:
+    """A page of the digests the metadata describes, of one kind ("blob" or "manifest")."""
+
+    kind: str
+    rows: list[ContentRow]  # to check: manifest digests that are also blob rows are not
+    listed: int  # rows the page listed
+
+
+async def content_pages(queries: IntegrityStore, batch: int) -> AsyncGenerator[ContentPage, None]:
+    """Every digest the metadata describes, once, in pages of `batch`: blob rows by digest,
+    then manifest digests (in any image) by digest, without those that are blob rows too."""
+    after: str | None = None
+    while rows := await queries.blob_rows(after, batch):
+        after = rows[-1].digest
+        yield ContentPage("blob", rows, len(rows))
+    after = None
+    while rows := await queries.manifest_digests(after, batch):
+        after = rows[-1].digest
+        seen = await queries.blob_rows_among([row.digest for row in rows])
+        yield ContentPage("manifest", [row for row in rows if row.digest not in seen], len(rows))
+
+
+async def hash_chunk(hasher: Hasher, chunk: bytes) -> None:
+    """Large chunks are hashed in a thread (hashlib releases the GIL for them), so that
+    several streams hash on several cores."""
+    if len(chunk) >= THREADED_HASH_BYTES:
+        await asyncio.to_thread(hasher.update, chunk)
+    else:
+        hasher.update(chunk)
+
+
+async def hash_stored(store: BlobStore, digest: str, algorithm: str) -> tuple[str, int]:
+    """What the stored bytes of `digest` hash to with `algorithm`, and how many they are,
+    read as they stream. FileNotFoundError when the store does not hold them."""
+    hasher = new_hasher(algorithm)
+    size = 0
+    async for chunk in store.read(digest):
+        size += len(chunk)
+        await hash_chunk(hasher, chunk)
+    return f"{algorithm}:{hasher.hexdigest()}", size
+
+
 class FsckService:
     def __init__(
         self,
@@ -198,23 +241,15 @@ class FsckService:
 
     async def _check_content(self, report: FsckReport, say: Progress) -> None:
         """Every blob row and every manifest digest: its bytes are there and match it."""
-        after: str | None = None
-        while rows := await self._queries.blob_rows(after, self._batch):
-            after = rows[-1].digest
-            await self._verify_all(rows, "blob", report)
+        async for page in content_pages(self._queries, self._batch):
+            await self._verify_all(page.rows, page.kind, report)
+            if page.kind == "manifest":
+                report.manifests_checked += page.listed
+                continue
             before = report.blobs_checked
-            report.blobs_checked += len(rows)
+            report.blobs_checked += page.listed
             if report.blobs_checked // PROGRESS_EVERY > before // PROGRESS_EVERY:
                 say(f"checked {report.blobs_checked} blobs ({human_size(report.bytes_checked)})")
-        after = None
-        while rows := await self._queries.manifest_digests(after, self._batch):
-            after = rows[-1].digest
-            # Manifest bytes that are also a blob row were checked with the blobs.
-            seen = await self._queries.blob_rows_among([row.digest for row in rows])
-            await self._verify_all(
-                [row for row in rows if row.digest not in seen], "manifest", report
-            )
-            report.manifests_checked += len(rows)
         # Checked several at a time: listed in a stable order.
         report.corrupt.sort(key=lambda entry: entry.digest)
         report.missing.sort(key=lambda entry: entry.digest)
@@ -230,21 +265,14 @@ class FsckService:
         await asyncio.gather(*(verify(row) for row in rows))
 
     async def _verify(self, row: ContentRow, kind: str, report: FsckReport) -> None:
-        algorithm = _algorithm(row.digest)
+        algorithm = algorithm_of(row.digest)
         if algorithm is None:
             report.corrupt.append(
                 await self._corrupt(row.digest, kind, "it is not a valid digest", None, None)
             )
             return
-        hasher = new_hasher(algorithm)
-        size = 0
         try:
-            async for chunk in self._store.read(row.digest):
-                size += len(chunk)
-                if len(chunk) >= THREADED_HASH_BYTES:
-                    await asyncio.to_thread(hasher.update, chunk)
-                else:
-                    hasher.update(chunk)
+            actual, size = await hash_stored(self._store, row.digest, algorithm)
         except FileNotFoundError:
             blob_images, manifest_images = await self._queries.holders(row.digest)
             report.missing.append(
@@ -263,7 +291,6 @@ class FsckService:
             )
             return
         report.bytes_checked += size
-        actual = f"{algorithm}:{hasher.hexdigest()}"
         if actual != row.digest:
             report.corrupt.append(
                 await self._corrupt(
@@ -382,7 +409,7 @@ class FsckService:
 
     async def _quarantine(self, corrupt: CorruptContent) -> None:
         # The bytes first: were the rows removed first, the file would pass for an orphan.
-        stored = _algorithm(corrupt.digest) is not None
+        stored = algorithm_of(corrupt.digest) is not None
         if stored and await self._store.size(corrupt.digest) is not None:
             corrupt.quarantined_to = await self._store.quarantine(corrupt.digest)
         await self._queries.forget_blob(corrupt.digest)
@@ -410,7 +437,7 @@ class FsckService:
         upload.repaired = True
 
 
-def _algorithm(digest: str) -> str | None:
+def algorithm_of(digest: str) -> str | None:
     """The algorithm of a valid digest of ours; None for anything else (a row written by
     hand): such a digest names no file of the store."""
     try:
