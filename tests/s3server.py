@@ -65,12 +65,6 @@ class S3Server:
         ).create_bucket(Bucket=bucket)
         return bucket
 
-    def blobs(self, settings: dict[str, str]) -> BucketBlobs:
-        """The stored blobs of a server with these settings."""
-        return BucketBlobs(
-            self.endpoint_url, settings["CARGOHOLD_S3_BUCKET"], settings["CARGOHOLD_S3_PREFIX"]
-        )
-
     def settings(self, bucket: str) -> dict[str, str]:
         """The CARGOHOLD_* settings of a server keeping its blobs in `bucket`."""
         return {
@@ -99,6 +93,15 @@ class BucketBlobs:
         )
         self._bucket = bucket
         self._prefix = prefix
+
+    @classmethod
+    def of(cls, settings: dict[str, str]) -> BucketBlobs:
+        """The stored blobs of a server with these CARGOHOLD_* settings."""
+        return cls(
+            settings["CARGOHOLD_S3_ENDPOINT_URL"],
+            settings["CARGOHOLD_S3_BUCKET"],
+            settings["CARGOHOLD_S3_PREFIX"],
+        )
 
     def _key(self, digest: str) -> str:
         algorithm, encoded = digest.split(":")
