@@ -92,6 +92,35 @@ def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Pos
     asyncio.run(run())
 
 
+def test_an_advisory_lock_is_let_go_when_its_request_is_cancelled(database: Postgres) -> None:
+    """The lock's connection goes back to its pool: only once unlocked (another node can take
+    it at once), whatever interrupted the holder."""
+    url = database.create_database()
+
+    async def run() -> None:
+        first, second = AdvisoryLocks(url), AdvisoryLocks(url)
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            async with first.hold("upload:a", time.monotonic() + 1):
+                holding.set()
+                await asyncio.sleep(60)
+
+        try:
+            task = asyncio.create_task(holder())
+            await asyncio.wait_for(holding.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with second.hold("upload:a", time.monotonic() + 0.3):
+                pass
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
 def _manifest(round_: int, index: int) -> NewManifest:
     return NewManifest(
         digest=f"sha256:{round_:032x}{index:032x}",

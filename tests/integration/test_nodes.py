@@ -134,6 +134,55 @@ def test_a_chunked_upload_whose_patches_alternate_between_the_nodes(nodes: Nodes
     assert pulled.content == data
 
 
+def test_two_patches_to_one_upload_at_once_on_the_two_nodes_one_is_refused(
+    nodes: Nodes,
+) -> None:
+    """Both PATCHes start at byte 0 and stream at the same time, one to each node: one is
+    taken whole, the other is answered 416 with the Range the upload then holds (the spec's
+    answer to a chunk out of order), and the bytes never mix."""
+    name = nodes.a.unique_name()
+    clients = [OciClient(node.url, node.admin_auth) for node in nodes.both]
+    location = _path(clients[0].start_upload(name))
+    chunks = [os.urandom(4 * CHUNK) for _ in clients]
+    both_streaming = threading.Barrier(len(clients))
+
+    def streamed(data: bytes) -> Iterator[bytes]:
+        yield data[:CHUNK]
+        # Each node has the first bytes of its request before either has the rest.
+        both_streaming.wait(30)
+        time.sleep(0.3)
+        yield data[CHUNK:]
+
+    def patch(index: int) -> None:
+        answers[index] = clients[index].request(
+            "PATCH",
+            location,
+            data=streamed(chunks[index]),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"0-{len(chunks[index]) - 1}",
+            },
+        )
+
+    answers: list[requests.Response | None] = [None, None]
+    threads = [threading.Thread(target=patch, args=(index,)) for index in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # (A response is false when its status is an error.)
+    statuses = [None if answer is None else answer.status_code for answer in answers]
+    assert sorted(statuses, key=str) == [202, 416], statuses
+    taken = chunks[statuses.index(202)]
+    refused = answers[statuses.index(416)]
+    assert refused is not None
+    assert refused.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+    assert refused.headers["Range"] == f"0-{len(taken) - 1}"
+    closed = clients[1].close_upload(location, sha256(taken))
+    assert closed.status_code == 201, closed.text
+    assert clients[0].request("GET", f"/v2/{name}/blobs/{sha256(taken)}").content == taken
+
+
 def test_a_node_killed_in_the_middle_of_an_upload_the_client_goes_on_with_the_other(
     own_nodes: Nodes,
 ) -> None:

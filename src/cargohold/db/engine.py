@@ -205,8 +205,7 @@ class SqliteDatabase(Database):
         self._writes.dispose()
 
 
-@asynccontextmanager
-async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def connect(engine: AsyncEngine) -> AsyncConnection:
     """A connection of `engine`; DatabaseUnavailable when the server cannot be reached."""
     connection = engine.connect()
     try:
@@ -215,6 +214,13 @@ async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         # The driver raises OSError (refused, unreachable) or an error of the server
         # (starting up, shutting down) when it cannot connect.
         raise DatabaseUnavailable(f"cannot connect: {error}") from error
+    return connection
+
+
+@asynccontextmanager
+async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine` (see `connect`), back to its pool at the end."""
+    connection = await connect(engine)
     try:
         yield connection
     finally:

@@ -95,9 +95,9 @@ async def build_services(settings: Settings) -> Services:
     accounts = AccountStore(database)
     store = await open_blob_store(settings)
     router = NameRouter(metadata)
-    # Proxy fetches are single-flight, and stored bytes are locked while written or removed,
-    # across the processes on one data folder (file locks) or across every node over one
-    # PostgreSQL database (advisory locks).
+    # Proxy fetches are single-flight, requests to an upload session take turns, and stored
+    # bytes are locked while written or removed, across the processes on one data folder
+    # (file locks) or across every node over one PostgreSQL database (advisory locks).
     flight_locks: SharedLocks = (
         FileLocks(settings.lock_dir)
         if is_sqlite(settings.metadata_url)
@@ -139,7 +139,7 @@ async def build_services(settings: Settings) -> Services:
         projects=ProjectService(metadata, router),
         blobs=blobs,
         uploads=UploadService(
-            metadata, store, router, content, ttl_seconds=settings.upload_ttl_seconds
+            metadata, store, router, content, flights, ttl_seconds=settings.upload_ttl_seconds
         ),
         manifests=manifests,
         proxy=ProxyService(
