@@ -24,8 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from cargohold.db.engine import async_url, connect
 
 POLL_SECONDS = 0.05
-# Connections kept open for locks, per process.
-KEPT_CONNECTIONS = 4
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +34,12 @@ def lock_id(key: str) -> int:
 
 
 class AdvisoryLocks:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, kept_connections: int) -> None:
+        """`kept_connections`: how many of the locks' connections stay open (at least 1)."""
         # Autocommit: the connection waits and holds outside any transaction.
         self._engine = create_async_engine(
             async_url(url),
-            pool_size=KEPT_CONNECTIONS,
+            pool_size=kept_connections,
             max_overflow=-1,
             pool_pre_ping=True,
             isolation_level="AUTOCOMMIT",

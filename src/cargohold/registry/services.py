@@ -89,7 +89,7 @@ async def open_blob_store(settings: Settings) -> BlobStore:
 
 
 async def build_services(settings: Settings) -> Services:
-    database = open_database(settings.metadata_url)
+    database = open_database(settings.metadata_url, settings.database_pool)
     leases = LeaseStore(database)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)
@@ -101,7 +101,7 @@ async def build_services(settings: Settings) -> Services:
     flight_locks: SharedLocks = (
         FileLocks(settings.lock_dir)
         if is_sqlite(settings.metadata_url)
-        else AdvisoryLocks(settings.metadata_url)
+        else AdvisoryLocks(settings.metadata_url, settings.database_lock_pool_size)
     )
     flights = SingleFlight(flight_locks)
     content = StoredContent(metadata, store, flights)
