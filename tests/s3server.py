@@ -6,10 +6,13 @@ needs object storage skips, saying so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -51,24 +54,37 @@ class S3Server:
     def stop(self) -> None:
         self._daemon.stop(STOP_SECONDS)
 
+    @contextlib.contextmanager
+    def refusing_every_credential(self) -> Iterator[None]:
+        """For the duration, the server checks the credentials of each request, and knows
+        none: every request is refused (403 InvalidAccessKeyId), as AWS refuses a key that
+        does not exist. moto checks no credentials otherwise."""
+        self._authenticate_after("0")
+        try:
+            yield
+        finally:
+            self._authenticate_after("inf")
+
+    def _authenticate_after(self, requests_count: str) -> None:
+        requests.post(
+            f"{self.endpoint_url}/moto-api/reset-auth", data=requests_count, timeout=10
+        ).raise_for_status()
+
     def create_bucket(self, bucket: str | None = None) -> str:
         """A bucket, by default a fresh one."""
+        bucket = bucket or f"cargohold-{uuid.uuid4().hex[:16]}"
+        self._client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def _client(self) -> Any:
         import boto3  # moto brings it
 
-        bucket = bucket or f"cargohold-{uuid.uuid4().hex[:16]}"
-        boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
-        ).create_bucket(Bucket=bucket)
-        return bucket
-
-    def blobs(self, settings: dict[str, str]) -> BucketBlobs:
-        """The stored blobs of a server with these settings."""
-        return BucketBlobs(
-            self.endpoint_url, settings["CARGOHOLD_S3_BUCKET"], settings["CARGOHOLD_S3_PREFIX"]
         )
 
     def settings(self, bucket: str) -> dict[str, str]:
@@ -82,6 +98,14 @@ class S3Server:
             "CARGOHOLD_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
             "CARGOHOLD_S3_PREFIX": "registry/",
         }
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Empty a bucket and delete it."""
+        client = self._client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for entry in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=entry["Key"])
+        client.delete_bucket(Bucket=bucket)
 
 
 class BucketBlobs:
@@ -99,6 +123,15 @@ class BucketBlobs:
         )
         self._bucket = bucket
         self._prefix = prefix
+
+    @classmethod
+    def of(cls, settings: dict[str, str]) -> BucketBlobs:
+        """The stored blobs of a server with these CARGOHOLD_* settings."""
+        return cls(
+            settings["CARGOHOLD_S3_ENDPOINT_URL"],
+            settings["CARGOHOLD_S3_BUCKET"],
+            settings["CARGOHOLD_S3_PREFIX"],
+        )
 
     def _key(self, digest: str) -> str:
         algorithm, encoded = digest.split(":")

@@ -14,6 +14,7 @@ from cargohold.config import Settings
 from cargohold.http import api, health, token, v2
 from cargohold.http.context import SERVICES
 from cargohold.http.errors import registry_errors
+from cargohold.oci.errors import RegistryError
 from cargohold.registry.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ async def _sweep(services: Services, interval: float) -> None:
         try:
             await services.uploads.sweep()
             await services.auth.forget_old_failures()
+        except RegistryError as error:
+            # The blob store out of reach or refusing: said where it was found, with its cause.
+            log.warning("housekeeping failed (%s); trying again later", error.message)
         except Exception:
             log.exception("housekeeping failed; trying again later")
         await asyncio.sleep(interval)
@@ -41,6 +45,20 @@ async def _every(interval: float, job: Callable[[], Awaitable[object]], what: st
             log.exception("%s failed; trying again at the next interval", what)
 
 
+async def _check_blob_store(services: Services) -> None:
+    """Say at start when the blob store cannot serve (the store logs what it answered, and
+    where). The node starts anyway, as distribution does: /readyz answers 503 meanwhile,
+    and it serves as soon as the bucket exists or the credentials are accepted, without a
+    restart (new credentials can take a while to reach every region)."""
+    try:
+        await services.store.ping()
+    except Exception as error:
+        log.error(
+            "the blob store cannot serve: %s; serving anyway, /readyz answers 503 until it can",
+            error,
+        )
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[registry_errors])
 
@@ -50,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
         if generated is not None:
             # Shown this once: only its hash is kept.
             print(f"created user admin with password: {generated}", flush=True)
+        await _check_blob_store(services)
         background = [
             asyncio.create_task(_sweep(services, settings.cleanup_interval_seconds)),
             asyncio.create_task(services.pulls.run()),

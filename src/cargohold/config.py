@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
-from cargohold.db.engine import sqlite_url
+from cargohold.db.engine import PoolLimits, sqlite_url
 
 ENV_PREFIX = "CARGOHOLD_"
 
@@ -28,6 +28,22 @@ class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="PostgreSQL connections each server process keeps open"
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="more connections a process opens while all are busy (closed after use)",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="how long a request waits for a free connection"
+    )
+    database_lock_pool_size: int = Field(
+        default=4,
+        ge=1,
+        description="connections each process keeps open for advisory locks (one per lock held)",
     )
     storage_dir: Path | None = Field(
         default=None,
@@ -132,6 +148,14 @@ class Settings(BaseModel):
     @property
     def metadata_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir / "cargohold.db")
+
+    @property
+    def database_pool(self) -> PoolLimits:
+        return PoolLimits(
+            self.database_pool_size,
+            self.database_max_overflow,
+            self.database_pool_timeout_seconds,
+        )
 
     @property
     def blob_dir(self) -> Path:

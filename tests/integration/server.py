@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from sqlalchemy import text
@@ -22,9 +22,7 @@ from cargohold.cli import main
 from cargohold.db.engine import open_database, sqlite_url
 from tests.integration import postgres
 from tests.integration.clients import free_port
-
-if TYPE_CHECKING:
-    from tests.s3server import BucketBlobs, S3Server
+from tests.s3server import BucketBlobs, S3Server
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -104,10 +102,13 @@ class Server:
         port: int | None = None,
         database_url: str | None = None,
         storage_dir: Path | None = None,
+        blob_store: dict[str, str] | None = None,
     ) -> None:
         """`database_url`: the metadata database (default: SQLite in `data_dir`, or a fresh
         PostgreSQL database when the tests run on PostgreSQL); `storage_dir`: the blob folder
-        (default: in `data_dir`), shared by nodes over one database."""
+        (default: in `data_dir`), shared by nodes over one database; `blob_store`: the
+        CARGOHOLD_* settings of the blob store (default: a bucket of its own when the tests
+        run on object storage, else the folder; `{}`: the folder whatever the run)."""
         self.data_dir = data_dir
         self.database_url = database_url or postgres.test_database_url()
         # The settings every command and the server of this data folder run with.
@@ -123,7 +124,7 @@ class Server:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         # The server and its command line share the blob store's settings.
-        self.env.update(blob_store_settings())
+        self.env.update(blob_store_settings() if blob_store is None else blob_store)
 
     @property
     def on_object_storage(self) -> bool:
@@ -132,8 +133,8 @@ class Server:
     @property
     def blobs(self) -> FolderBlobs | BucketBlobs:
         """What the server stored, in its data folder or its bucket."""
-        if _object_store is not None and self.on_object_storage:
-            return _object_store.blobs(self.env)
+        if self.on_object_storage:
+            return BucketBlobs.of(self.env)
         return FolderBlobs(self.storage_dir)
 
     @property

@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from cargohold.db.accounts import AccountStore
-from cargohold.db.engine import MIGRATIONS, migrate, open_database
+from cargohold.db.engine import MIGRATIONS, PoolLimits, is_unavailable, migrate, open_database
 from cargohold.db.locks import AdvisoryLocks
 from cargohold.db.metadata import MetadataStore, NewManifest
 from tests.integration.postgres import Postgres
@@ -77,7 +77,7 @@ def test_an_advisory_lock_keeps_other_nodes_out_until_it_is_let_go(database: Pos
     url = database.create_database()
 
     async def run() -> None:
-        first, second = AdvisoryLocks(url), AdvisoryLocks(url)
+        first, second = AdvisoryLocks(url, 1), AdvisoryLocks(url, 1)
         try:
             async with first.hold("blob:a", time.monotonic() + 1):
                 with pytest.raises(TimeoutError):
@@ -136,6 +136,60 @@ def test_tags_list_in_byte_order_whatever_the_database_collation(database: Postg
                 pages.append(page)
                 last = page[-1]
             assert pages == [TAGS_IN_BYTE_ORDER[i : i + 2] for i in range(0, 6, 2)]
+        finally:
+            await node.dispose()
+
+    asyncio.run(run())
+
+
+def test_an_advisory_lock_is_let_go_when_its_request_is_cancelled(database: Postgres) -> None:
+    """The lock's connection goes back to its pool: only once unlocked (another node can take
+    it at once), whatever interrupted the holder."""
+    url = database.create_database()
+
+    async def run() -> None:
+        first, second = AdvisoryLocks(url, 1), AdvisoryLocks(url, 1)
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            async with first.hold("upload:a", time.monotonic() + 1):
+                holding.set()
+                await asyncio.sleep(60)
+
+        try:
+            task = asyncio.create_task(holder())
+            await asyncio.wait_for(holding.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with second.hold("upload:a", time.monotonic() + 0.3):
+                pass
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
+def test_a_pool_of_one_and_one_more_serves_two_requests_and_makes_a_third_wait(
+    database: Postgres,
+) -> None:
+    """The pool's limits as configured: two transactions at once, a third waits for the
+    pool's timeout and is told the database is unavailable (a 503 to its client)."""
+    url = database.create_database()
+
+    async def run() -> None:
+        node = open_database(url, PoolLimits(size=1, overflow=1, timeout_seconds=0.3))
+        try:
+            async with node.read(), node.read():
+                started = time.monotonic()
+                with pytest.raises(Exception) as caught:
+                    async with node.read():
+                        pass
+                assert is_unavailable(caught.value)
+                assert time.monotonic() - started >= 0.3
+            async with node.read():  # given back: free again
+                pass
         finally:
             await node.dispose()
 

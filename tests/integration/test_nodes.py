@@ -1,7 +1,8 @@
 """Several nodes behind a load balancer: two `cargohold serve` processes on different ports
-over one PostgreSQL database and one blob folder (`storage_dir`), each with a data folder
-of its own, so that nothing but the database and the blobs is shared (not the file locks).
-Any node serves any request."""
+over one PostgreSQL database and one blob store, each with a data folder of its own, so that
+nothing but the database and the blobs is shared (not the file locks). Every test runs with
+the blobs in one folder (`storage_dir`, shared storage) and in one S3 bucket (moto). Any
+node serves any request."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.integration.oci_client import OciClient, sha256
 from tests.integration.postgres import Postgres
 from tests.integration.server import Server
 from tests.integration.upstream import ReferenceRegistry
+from tests.s3server import S3Server
 
 CONCURRENT_PULLS = 20
 LOGIN_FAILURE_LIMIT = 3
@@ -39,14 +41,25 @@ class Nodes:
         return (self.a, self.b)
 
 
+@pytest.fixture(scope="module", params=["folder", "bucket"])
+def s3(request: pytest.FixtureRequest) -> S3Server | None:
+    """The S3 server whose bucket the nodes share, or None: they share a blob folder."""
+    return request.getfixturevalue("s3_server") if request.param == "bucket" else None
+
+
 @contextlib.contextmanager
-def two_nodes(database: Postgres, workdir: Path, *setup: list[str]) -> Iterator[Nodes]:
-    """Two nodes over a fresh database, after the `setup` commands, with failed sign-ins
-    throttled after a few."""
+def two_nodes(
+    database: Postgres, s3: S3Server | None, workdir: Path, *setup: list[str]
+) -> Iterator[Nodes]:
+    """Two nodes over a fresh database and a fresh blob folder or bucket, after the `setup`
+    commands, with failed sign-ins throttled after a few."""
     url = database.create_database()
+    blobs = {} if s3 is None else s3.settings(s3.create_bucket())
     pair = Nodes(
         *(
-            Server(workdir / name, database_url=url, storage_dir=workdir / "storage")
+            Server(
+                workdir / name, database_url=url, storage_dir=workdir / "storage", blob_store=blobs
+            )
             for name in ("a", "b")
         )
     )
@@ -65,16 +78,18 @@ HOSTED = (["project", "create", "test"], ["repo", "create", "test", "hosted", "-
 
 
 @pytest.fixture(scope="module")
-def nodes(database: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+def nodes(
+    database: Postgres, s3: S3Server | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Nodes]:
     """Two nodes the module's tests share, with the hosted repository `test/hosted`."""
-    with two_nodes(database, tmp_path_factory.mktemp("nodes"), *HOSTED) as pair:
+    with two_nodes(database, s3, tmp_path_factory.mktemp("nodes"), *HOSTED) as pair:
         yield pair
 
 
 @pytest.fixture
-def own_nodes(database: Postgres, tmp_path: Path) -> Iterator[Nodes]:
+def own_nodes(database: Postgres, s3: S3Server | None, tmp_path: Path) -> Iterator[Nodes]:
     """Two nodes of the test's own, for a test that kills one."""
-    with two_nodes(database, tmp_path, *HOSTED) as pair:
+    with two_nodes(database, s3, tmp_path, *HOSTED) as pair:
         yield pair
 
 
@@ -96,6 +111,8 @@ def test_pushed_through_one_node_pulled_through_the_other(nodes: Nodes) -> None:
         blob = other.request("GET", f"/v2/{name}/blobs/{layer['digest']}")
         assert blob.status_code == 200
         assert sha256(blob.content) == layer["digest"]
+        # In the folder or the bucket both nodes are configured with.
+        assert nodes.b.blobs.read(layer["digest"]) == blob.content
     assert other.tags(name) == ["v1"]
 
 
@@ -115,6 +132,55 @@ def test_a_chunked_upload_whose_patches_alternate_between_the_nodes(nodes: Nodes
     assert closed.status_code == 201, closed.text
     pulled = clients[0].request("GET", f"/v2/{name}/blobs/{sha256(data)}")
     assert pulled.content == data
+
+
+def test_two_patches_to_one_upload_at_once_on_the_two_nodes_one_is_refused(
+    nodes: Nodes,
+) -> None:
+    """Both PATCHes start at byte 0 and stream at the same time, one to each node: one is
+    taken whole, the other is answered 416 with the Range the upload then holds (the spec's
+    answer to a chunk out of order), and the bytes never mix."""
+    name = nodes.a.unique_name()
+    clients = [OciClient(node.url, node.admin_auth) for node in nodes.both]
+    location = _path(clients[0].start_upload(name))
+    chunks = [os.urandom(4 * CHUNK) for _ in clients]
+    both_streaming = threading.Barrier(len(clients))
+
+    def streamed(data: bytes) -> Iterator[bytes]:
+        yield data[:CHUNK]
+        # Each node has the first bytes of its request before either has the rest.
+        both_streaming.wait(30)
+        time.sleep(0.3)
+        yield data[CHUNK:]
+
+    def patch(index: int) -> None:
+        answers[index] = clients[index].request(
+            "PATCH",
+            location,
+            data=streamed(chunks[index]),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"0-{len(chunks[index]) - 1}",
+            },
+        )
+
+    answers: list[requests.Response | None] = [None, None]
+    threads = [threading.Thread(target=patch, args=(index,)) for index in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # (A response is false when its status is an error.)
+    statuses = [None if answer is None else answer.status_code for answer in answers]
+    assert sorted(statuses, key=str) == [202, 416], statuses
+    taken = chunks[statuses.index(202)]
+    refused = answers[statuses.index(416)]
+    assert refused is not None
+    assert refused.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+    assert refused.headers["Range"] == f"0-{len(taken) - 1}"
+    closed = clients[1].close_upload(location, sha256(taken))
+    assert closed.status_code == 201, closed.text
+    assert clients[0].request("GET", f"/v2/{name}/blobs/{sha256(taken)}").content == taken
 
 
 def test_a_node_killed_in_the_middle_of_an_upload_the_client_goes_on_with_the_other(
@@ -194,7 +260,7 @@ def test_failed_sign_ins_are_counted_across_the_nodes(nodes: Nodes) -> None:
 
 
 def test_cold_proxy_pulls_spread_over_both_nodes_fetch_each_blob_once(
-    database: Postgres, tmp_path: Path
+    database: Postgres, s3: S3Server | None, tmp_path: Path
 ) -> None:
     """20 concurrent pulls of each blob, half through each node: one upstream request per
     blob. Each node has its own data folder, so only PostgreSQL's advisory locks are shared."""
@@ -202,7 +268,7 @@ def test_cold_proxy_pulls_spread_over_both_nodes_fetch_each_blob_once(
         image = oci_image(tmp_path / "layout", "v1", layers=3, layer_size=256 * 1024)
         upstream.seed(image, "team/app", "v1")
         proxy = ["repo", "create", "test", "hub", "--type", "proxy", "--remote-url", upstream.url]
-        with two_nodes(database, tmp_path, ["project", "create", "test"], proxy) as pair:
+        with two_nodes(database, s3, tmp_path, ["project", "create", "test"], proxy) as pair:
             digests = sorted(blob.digest for blob in image.blobs)
             failures: list[str] = []
 

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
@@ -160,8 +161,20 @@ class Database(abc.ABC):
     async def dispose(self) -> None: ...
 
 
-def open_database(url: str) -> Database:
-    return SqliteDatabase(url) if is_sqlite(url) else ServerDatabase(url)
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """A database server's connections for the requests of one process: `size` kept open,
+    up to `overflow` more while they are all busy (closed once given back), and how long a
+    request waits for one when none is free (then the database counts as unavailable)."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout_seconds: float = 30.0
+
+
+def open_database(url: str, pool: PoolLimits = PoolLimits()) -> Database:
+    """The database of `url`; `pool` bounds a server's connections (SQLite's are files)."""
+    return SqliteDatabase(url) if is_sqlite(url) else ServerDatabase(url, pool)
 
 
 class SqliteDatabase(Database):
@@ -205,8 +218,7 @@ class SqliteDatabase(Database):
         self._writes.dispose()
 
 
-@asynccontextmanager
-async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def connect(engine: AsyncEngine) -> AsyncConnection:
     """A connection of `engine`; DatabaseUnavailable when the server cannot be reached."""
     connection = engine.connect()
     try:
@@ -215,6 +227,13 @@ async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         # The driver raises OSError (refused, unreachable) or an error of the server
         # (starting up, shutting down) when it cannot connect.
         raise DatabaseUnavailable(f"cannot connect: {error}") from error
+    return connection
+
+
+@asynccontextmanager
+async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine` (see `connect`), back to its pool at the end."""
+    connection = await connect(engine)
     try:
         yield connection
     finally:
@@ -225,8 +244,14 @@ async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 class ServerDatabase(Database):
     """A database server (PostgreSQL) through its asyncio driver."""
 
-    def __init__(self, url: str) -> None:
-        self._engine = create_async_engine(async_url(url), pool_pre_ping=True)
+    def __init__(self, url: str, pool: PoolLimits) -> None:
+        self._engine = create_async_engine(
+            async_url(url),
+            pool_pre_ping=True,
+            pool_size=pool.size,
+            max_overflow=pool.overflow,
+            pool_timeout=pool.timeout_seconds,
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:

@@ -973,17 +973,19 @@ class MetadataStore(Store):
 
     async def create_upload(
         self, upload_id: str, image_id: int, algorithm: str, owner: str | None
-    ) -> None:
+    ) -> UploadRecord:
+        record = UploadRecord(upload_id, image_id, algorithm, time.time(), owner)
         async with self._write() as conn:
             await conn.execute(
                 insert(uploads).values(
-                    id=upload_id,
-                    image_id=image_id,
-                    algorithm=algorithm,
-                    created_at=time.time(),
-                    owner=owner,
+                    id=record.id,
+                    image_id=record.image_id,
+                    algorithm=record.algorithm,
+                    created_at=record.created_at,
+                    owner=record.owner,
                 )
             )
+        return record
 
     async def get_upload(self, upload_id: str) -> UploadRecord | None:
         async with self._read() as conn:

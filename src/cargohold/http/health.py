@@ -8,6 +8,7 @@ from aiohttp import web
 
 from cargohold.http.context import services
 from cargohold.http.errors import DATABASE_RETRY_AFTER
+from cargohold.storage import StoreRefused
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ async def readyz(request: web.Request) -> web.Response:
     for what, ping in checks:
         try:
             await ping()
+        except StoreRefused as error:
+            # The store's answer (its log line says for which bucket, at which endpoint); no
+            # Retry-After: its settings must change.
+            return web.json_response(
+                {"status": "unavailable", "reason": f"{what} refused: {error.answer}"},
+                status=503,
+            )
         except Exception as error:
             log.warning("not ready: the %s does not answer: %s", what, error)
             return web.json_response(

@@ -44,7 +44,12 @@ class BlobService:
     async def get(self, target: Target, reference: str) -> BlobContent:
         digest = str(Digest.parse(reference))
         size = await self._linked_size(target, digest)
-        if size is None or await self._store.size(digest) is None:
+        if size is None:
+            raise blob_unknown(digest)
+        if await self._store.size(digest) is None:
+            # Described but not stored: lost, or a store that cannot serve at all (an S3
+            # HEAD cannot tell a missing bucket from a missing object), which ping says.
+            await self._store.ping()
             raise blob_unknown(digest)
         return BlobContent(digest, size, await self._store.delivery(digest), self._store)
 

@@ -89,19 +89,19 @@ async def open_blob_store(settings: Settings) -> BlobStore:
 
 
 async def build_services(settings: Settings) -> Services:
-    database = open_database(settings.metadata_url)
+    database = open_database(settings.metadata_url, settings.database_pool)
     leases = LeaseStore(database)
     metadata = MetadataStore(database)
     accounts = AccountStore(database)
     store = await open_blob_store(settings)
     router = NameRouter(metadata)
-    # Proxy fetches are single-flight, and stored bytes are locked while written or removed,
-    # across the processes on one data folder (file locks) or across every node over one
-    # PostgreSQL database (advisory locks).
+    # Proxy fetches are single-flight, requests to an upload session take turns, and stored
+    # bytes are locked while written or removed, across the processes on one data folder
+    # (file locks) or across every node over one PostgreSQL database (advisory locks).
     flight_locks: SharedLocks = (
         FileLocks(settings.lock_dir)
         if is_sqlite(settings.metadata_url)
-        else AdvisoryLocks(settings.metadata_url)
+        else AdvisoryLocks(settings.metadata_url, settings.database_lock_pool_size)
     )
     flights = SingleFlight(flight_locks)
     content = StoredContent(metadata, store, flights)
@@ -139,7 +139,7 @@ async def build_services(settings: Settings) -> Services:
         projects=ProjectService(metadata, router),
         blobs=blobs,
         uploads=UploadService(
-            metadata, store, router, content, ttl_seconds=settings.upload_ttl_seconds
+            metadata, store, router, content, flights, ttl_seconds=settings.upload_ttl_seconds
         ),
         manifests=manifests,
         proxy=ProxyService(

@@ -1,5 +1,6 @@
-"""One fetch at a time per key, within this process and across every process that shares
-the cache: the first caller fetches, the others wait and then find it cached.
+"""One holder at a time per key, within this process and across every process that shares
+the data: one fetch of a proxied blob (the others wait and then find it cached), one request
+at a time on an upload session, one writer of a digest's stored bytes.
 
 Within the process an asyncio lock per key queues the callers; the one at its head then
 takes the lock that keeps other processes out: a file lock in the data folder (processes of
@@ -27,12 +28,12 @@ MAX_WAIT_SECONDS = 3600.0
 
 
 class SingleFlightTimeout(RegistryError):
-    """Another fetch of the same content held it longer than the wait allowed."""
+    """Another request held the key longer than the wait allowed."""
 
     def __init__(self, key: str) -> None:
         super().__init__(
             ErrorCode.UNAVAILABLE,
-            f"another request has been fetching {key} for too long; try again later",
+            f"another request has been working on {key} for too long; try again later",
             status=503,
             headers={"Retry-After": "30"},
         )
@@ -43,7 +44,12 @@ class SharedLocks(Protocol):
 
     def hold(self, key: str, deadline: float) -> AbstractAsyncContextManager[None]:
         """Held until the context ends; TimeoutError when not had by `deadline`
-        (time.monotonic())."""
+        (time.monotonic()), which is tried once even when already past."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """Drop what holding `key` left behind (a lock file), once nothing it guards is left:
+        a request that holds or waits for it meanwhile must find its work gone."""
         ...
 
     async def close(self) -> None: ...
@@ -56,15 +62,22 @@ class FileLocks:
         self._lock_dir = lock_dir
         lock_dir.mkdir(parents=True, exist_ok=True)
 
+    def _path(self, key: str) -> Path:
+        return self._lock_dir / hashlib.sha256(key.encode()).hexdigest()
+
     @contextlib.asynccontextmanager
     async def hold(self, key: str, deadline: float) -> AsyncIterator[None]:
-        path = self._lock_dir / hashlib.sha256(key.encode()).hexdigest()
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(self._path(key), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             await _flock(fd, deadline)
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def forget(self, key: str) -> None:
+        # A holder of the removed file and one of a new file could both hold the key: the
+        # caller makes sure that nothing is left for either to do.
+        self._path(key).unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Nothing to release: each lock's file is closed with it."""
@@ -72,13 +85,14 @@ class FileLocks:
 
 async def _flock(fd: int, deadline: float) -> None:
     """Take the file lock, polling so that waiting holds no thread."""
-    while time.monotonic() < deadline:
+    while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            await asyncio.sleep(POLL_SECONDS)
-    raise TimeoutError
+            if time.monotonic() + POLL_SECONDS > deadline:
+                raise TimeoutError from None
+        await asyncio.sleep(POLL_SECONDS)
 
 
 class SingleFlight:
@@ -89,13 +103,20 @@ class SingleFlight:
         self._holders: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str, *, wait: bool = True) -> AsyncIterator[None]:
+        """Held until the context ends. SingleFlightTimeout when not had within the longest
+        wait or, with `wait=False`, at once when another request (of any process) has it."""
+        if not wait and key in self._holders:
+            raise SingleFlightTimeout(key)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._holders[key] = self._holders.get(key, 0) + 1
-        deadline = time.monotonic() + self._max_wait
+        deadline = time.monotonic() + (self._max_wait if wait else 0.0)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), self._max_wait)
+                if wait:
+                    await asyncio.wait_for(lock.acquire(), self._max_wait)
+                else:
+                    await lock.acquire()  # no other holder in this process: taken at once
             except TimeoutError:
                 raise SingleFlightTimeout(key) from None
             try:
@@ -112,3 +133,7 @@ class SingleFlight:
             self._holders[key] -= 1
             if not self._holders[key]:
                 del self._holders[key], self._locks[key]
+
+    def forget(self, key: str) -> None:
+        """Drop what holding `key` left behind, once nothing it guards is left."""
+        self._shared.forget(key)

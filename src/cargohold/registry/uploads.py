@@ -4,11 +4,17 @@ The bytes of a session grow in the blob store; the session row in the metadata t
 one image. The running hash of each session is kept in memory while its offset matches
 the stored size, so a chunked upload is hashed once, as it arrives; a session continued by
 another process (or after a restart) is hashed again from the stored bytes at its close.
+
+One request at a time works on a session, whichever process or node it reaches: each holds
+the session's lock (`registry/singleflight.py`: a file lock, or a PostgreSQL advisory lock
+across nodes). A second request waits for the first, then finds where the upload stands:
+a chunk sent for the offset that was (two PATCHes at once) is refused with 416 and the
+Range the upload holds, as the spec answers a chunk out of order, and no bytes ever mix.
+Waiting, rather than refusing at once, gives that answer the offset once it has settled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -23,6 +29,7 @@ from cargohold.oci.ranges import ChunkRange, upload_range_header
 from cargohold.registry.content import StoredContent
 from cargohold.registry.quotas import check_room, quota_denials
 from cargohold.registry.router import NameRouter, Target, require_hosted
+from cargohold.registry.singleflight import SingleFlight, SingleFlightTimeout
 from cargohold.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ def upload_unknown(upload_id: str) -> RegistryError:
     )
 
 
+def _lock_key(upload_id: str) -> str:
+    return f"upload:{upload_id}"
+
+
 class UploadService:
     def __init__(
         self,
@@ -55,6 +66,7 @@ class UploadService:
         store: BlobStore,
         router: NameRouter,
         content: StoredContent,
+        flights: SingleFlight,
         *,
         ttl_seconds: float,
     ) -> None:
@@ -62,29 +74,39 @@ class UploadService:
         self._store = store
         self._content = content
         self._router = router
+        self._flights = flights
         self._ttl = ttl_seconds
         self._hashes: dict[str, _RunningHash] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         self._orphans_seen: set[str] = set()
 
     async def start(self, target: Target, algorithm: str, owner: str | None = None) -> UploadStatus:
+        record = await self._open(target, algorithm, owner)
+        return UploadStatus(record.id, 0)
+
+    async def _open(self, target: Target, algorithm: str, owner: str | None) -> UploadRecord:
         require_hosted(target)
         image_id = await self._router.image_id(target, create=True)
         assert image_id is not None
-        upload_id = uuid.uuid4().hex
         # The row first: a stored session without a row is taken for an orphan.
-        await self._metadata.create_upload(upload_id, image_id, algorithm, owner)
-        await self._store.start_upload(upload_id)
-        self._hashes[upload_id] = _RunningHash(algorithm, 0, new_hasher(algorithm))
-        return UploadStatus(upload_id, 0)
+        record = await self._metadata.create_upload(uuid.uuid4().hex, image_id, algorithm, owner)
+        await self._store.start_upload(record.id)
+        self._hashes[record.id] = _RunningHash(algorithm, 0, new_hasher(algorithm))
+        return record
 
-    async def _session(self, target: Target, upload_id: str) -> tuple[UploadRecord, int]:
+    async def _session(
+        self, target: Target, upload_id: str, *, held: bool = False
+    ) -> tuple[UploadRecord, int]:
+        """The session's row and the bytes it holds; `held`: the caller holds its lock."""
         record = await self._metadata.get_upload(upload_id)
-        image_id = await self._router.image_id(target)
-        if record is None or record.image_id != image_id:
-            raise upload_unknown(upload_id)
-        received = await self._store.upload_size(upload_id)
-        if received is None:
+        received = None if record is None else await self._store.upload_size(upload_id)
+        if received is None and held:
+            # Gone for good (ids are never reused), and so is its lock, made again by taking it.
+            self._flights.forget(_lock_key(upload_id))
+        if (
+            record is None
+            or received is None
+            or record.image_id != await self._router.image_id(target)
+        ):
             raise upload_unknown(upload_id)
         return record, received
 
@@ -92,9 +114,6 @@ class UploadService:
         """The subject that opened the session."""
         record, _ = await self._session(target, upload_id)
         return record.owner
-
-    def _lock(self, upload_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(upload_id, asyncio.Lock())
 
     async def status(self, target: Target, upload_id: str) -> UploadStatus:
         _, received = await self._session(target, upload_id)
@@ -108,8 +127,8 @@ class UploadService:
         chunk: ChunkRange | None,
         content_length: int | None,
     ) -> UploadStatus:
-        async with self._lock(upload_id):
-            record, received = await self._session(target, upload_id)
+        async with self._flights.hold(_lock_key(upload_id)):
+            record, received = await self._session(target, upload_id, held=True)
             received = await self._append(target, record, received, body, chunk, content_length)
             return UploadStatus(upload_id, received)
 
@@ -171,46 +190,58 @@ class UploadService:
         chunk: ChunkRange | None,
         content_length: int | None,
     ) -> str:
-        expected = Digest.parse(reference)
-        async with self._lock(upload_id):
-            record, received = await self._session(target, upload_id)
-            if body is not None:
-                received = await self._append(
-                    target, record, received, body, chunk, content_length, str(expected)
-                )
-            actual = await self._digest(record, received, expected.algorithm)
-            if actual != str(expected):
-                await self._drop(upload_id)
-                raise RegistryError(
-                    ErrorCode.DIGEST_INVALID,
-                    f"the uploaded bytes have digest {actual}, not {expected};"
-                    " the upload was discarded",
-                    detail={"expected": str(expected), "actual": actual},
-                )
-            try:
-                await check_room(self._metadata, target, actual, received)
-            except RegistryError:
-                await self._drop(upload_id)
-                raise
-            try:
-                async with self._content.hold(actual):
-                    await self._store.commit_upload(upload_id, actual, received)
-                    # Checked again in the link's transaction, so that concurrent pushes
-                    # never overshoot.
-                    with quota_denials("blob"):
-                        await self._metadata.link_blob(
-                            record.image_id,
-                            actual,
-                            received,
-                            quota_project=target.repository.project_id,
-                        )
-            except RegistryError:
-                # Refused by the quota: the bytes go again, unless another image holds them.
-                await self._content.remove_unless_described([actual])
-                raise
-            finally:
-                await self._drop(upload_id)
-        self._locks.pop(upload_id, None)
+        async with self._flights.hold(_lock_key(upload_id)):
+            record, received = await self._session(target, upload_id, held=True)
+            return await self._finish(
+                target, record, received, Digest.parse(reference), body, chunk, content_length
+            )
+
+    async def _finish(
+        self,
+        target: Target,
+        record: UploadRecord,
+        received: int,
+        expected: Digest,
+        body: AsyncIterable[bytes] | None,
+        chunk: ChunkRange | None,
+        content_length: int | None,
+    ) -> str:
+        if body is not None:
+            received = await self._append(
+                target, record, received, body, chunk, content_length, str(expected)
+            )
+        actual = await self._digest(record, received, expected.algorithm)
+        if actual != str(expected):
+            await self._drop(record.id)
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                f"the uploaded bytes have digest {actual}, not {expected};"
+                " the upload was discarded",
+                detail={"expected": str(expected), "actual": actual},
+            )
+        try:
+            await check_room(self._metadata, target, actual, received)
+        except RegistryError:
+            await self._drop(record.id)
+            raise
+        try:
+            async with self._content.hold(actual):
+                await self._store.commit_upload(record.id, actual, received)
+                # Checked again in the link's transaction, so that concurrent pushes never
+                # overshoot.
+                with quota_denials("blob"):
+                    await self._metadata.link_blob(
+                        record.image_id,
+                        actual,
+                        received,
+                        quota_project=target.repository.project_id,
+                    )
+        except RegistryError:
+            # Refused by the quota: the bytes go again, unless another image holds them.
+            await self._content.remove_unless_described([actual])
+            raise
+        finally:
+            await self._drop(record.id)
         return actual
 
     async def _digest(self, record: UploadRecord, received: int, algorithm: str) -> str:
@@ -226,25 +257,26 @@ class UploadService:
     async def push_whole(
         self, target: Target, reference: str, body: AsyncIterable[bytes], content_length: int | None
     ) -> str:
-        """The single-POST upload: a session opened and finished in one request."""
+        """The single-POST upload: a session opened and finished in one request, without
+        its lock, as no other request knows its id."""
         expected = Digest.parse(reference)
-        session = await self.start(target, expected.algorithm)
+        record = await self._open(target, expected.algorithm, None)
         try:
-            return await self.finish(target, session.id, reference, body, None, content_length)
+            return await self._finish(target, record, 0, expected, body, None, content_length)
         except BaseException:
-            await self._drop(session.id)
+            await self._drop(record.id)
             raise
 
     async def cancel(self, target: Target, upload_id: str) -> None:
-        async with self._lock(upload_id):
-            await self._session(target, upload_id)
+        async with self._flights.hold(_lock_key(upload_id)):
+            await self._session(target, upload_id, held=True)
             await self._drop(upload_id)
-        self._locks.pop(upload_id, None)
 
     async def _drop(self, upload_id: str) -> None:
         self._hashes.pop(upload_id, None)
         await self._store.discard_upload(upload_id)
         await self._metadata.delete_upload(upload_id)
+        self._flights.forget(_lock_key(upload_id))
 
     async def sweep(self) -> int:
         """Remove sessions older than the time to live, and stored bytes no session owns.
@@ -254,10 +286,11 @@ class UploadService:
         """
         removed = 0
         for upload_id in await self._metadata.uploads_created_before(time.time() - self._ttl):
-            if upload_id in self._locks and self._locks[upload_id].locked():
-                continue
-            await self._drop(upload_id)
-            self._locks.pop(upload_id, None)
+            try:
+                async with self._flights.hold(_lock_key(upload_id), wait=False):
+                    await self._drop(upload_id)
+            except SingleFlightTimeout:
+                continue  # a request works on it right now, on this node or another
             removed += 1
         orphans = set(await self._store.upload_ids()) - await self._metadata.upload_ids()
         for upload_id in orphans & self._orphans_seen:

@@ -36,6 +36,24 @@ class StoreUnavailable(RegistryError):
         )
 
 
+class StoreRefused(RegistryError):
+    """The blob store refused the request as the registry is configured: a bucket that does
+    not exist, credentials or permissions it does not accept. Waiting does not help: the
+    settings, or the store's permissions, must change."""
+
+    def __init__(self, answer: str) -> None:
+        # 503, as distribution answers while its storage fails its health check: this node
+        # cannot serve, while another (or this one, once its settings are fixed) can. No
+        # Retry-After: waiting alone fixes nothing.
+        super().__init__(
+            ErrorCode.UNAVAILABLE,
+            f"the object store refused the request ({answer}): the registry's blob store"
+            " settings or the store's permissions need fixing; tell the registry's operator",
+            status=503,
+        )
+        self.answer = answer
+
+
 def is_upload_id(upload_id: str) -> bool:
     """Ids come from URLs: only our own uuid4 hex form names stored bytes."""
     return len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)

@@ -13,7 +13,9 @@ is completed only when whole and right, so a blob's key never holds wrong or par
 Memory per stream is about one part, whatever the size of the blob.
 
 A store that cannot be reached, times out or answers 5xx makes the request fail with 503
-and Retry-After; the next request tries again.
+and Retry-After; the next request tries again. A store that refuses the registry's settings
+(a missing bucket, credentials or permissions it does not accept) makes it fail with 503 and
+no Retry-After, and the log says what the store answered, for which bucket at which endpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cargohold.storage.base import (
     BlobStore,
     Delivery,
     Redirect,
+    StoreRefused,
     StoreUnavailable,
     Streamed,
     UploadWriter,
@@ -58,26 +61,20 @@ MIN_PART_SIZE = 5 << 20
 MAX_COPY_SIZE = 5 << 30
 MAX_PARTS = 10_000
 OFFSET_DIGITS = 20
-
-
-@contextlib.contextmanager
-def _store_failures() -> Iterator[None]:
-    """Turn the object store's outages (and only those) into StoreUnavailable: the one
-    place that knows which failures of the client are worth trying again."""
-    try:
-        yield
-    except ClientError as error:
-        if _status(error) < 500:
-            raise
-        raise _unavailable(error) from None
-    except (StoreConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as error:
-        raise _unavailable(error) from None
-
-
-def _unavailable(cause: BaseException) -> StoreUnavailable:
-    error = StoreUnavailable(cause)
-    log.warning("%s", error.message)  # clients see a 503; operators see why
-    return error
+# What S3 answers when the registry's settings are wrong rather than the request, besides
+# any 401 or 403 (credentials, permissions): no such bucket, or not in that region.
+MISCONFIGURED = frozenset(
+    {
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "ExpiredToken",
+        "InvalidToken",
+    }
+)
+# The store is busy: an outage to wait out, like a 5xx.
+THROTTLED = 429
 
 
 def _copyable(chunks: list[dict[str, Any]]) -> bool:
@@ -103,8 +100,17 @@ def _status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
 def _is_missing(error: ClientError) -> bool:
-    return _status(error) == 404 or error.response.get("Error", {}).get("Code") == "NoSuchKey"
+    # A HEAD's answer has no body: its 404 says "404", for an object or (alas) a bucket.
+    return _code(error) in ("NoSuchKey", "NoSuchUpload", "404")
+
+
+def _is_refusal(error: ClientError) -> bool:
+    return _status(error) in (401, 403) or _code(error) in MISCONFIGURED
 
 
 class _ObjectWriter(UploadWriter):
@@ -165,7 +171,7 @@ class _ObjectWriter(UploadWriter):
 
     async def _add_part(self, send: Callable[[str, int], Awaitable[str]]) -> None:
         try:
-            with _store_failures():
+            with self._store.failures():
                 if self._multipart_id is None:
                     started = await self._store.client.create_multipart_upload(
                         Bucket=self._store.bucket, Key=self._key
@@ -185,14 +191,14 @@ class _ObjectWriter(UploadWriter):
         if self._multipart_id is None:
             self._done = True
             # Even empty: an empty blob is an object too.
-            with _store_failures():
+            with self._store.failures():
                 await client.put_object(Bucket=bucket, Key=self._key, Body=self._take_buffer())
             return
         if self._buffered:
             await self._upload_part(self._take_buffer())
         self._done = True
         try:
-            with _store_failures():
+            with self._store.failures():
                 await client.complete_multipart_upload(
                     Bucket=bucket,
                     Key=self._key,
@@ -276,8 +282,51 @@ class S3BlobStore(BlobStore):
         )
 
     async def ping(self) -> None:
-        with _store_failures():
-            await self.client.head_bucket(Bucket=self.bucket)
+        with self.failures():
+            # A listing, not a HEAD of the bucket: its answer names what is wrong
+            # (NoSuchBucket, AccessDenied), where a HEAD's answer has no body.
+            await self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._prefix, MaxKeys=1)
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """Turn what the object store's client raises into what it means for the request:
+        an outage (worth trying again) into StoreUnavailable, a refusal of the registry's
+        settings into StoreRefused. A missing object stays a ClientError for the caller, and
+        so does any other answer, which no setting explains. The one place that knows which
+        failure is which."""
+        try:
+            yield
+        except ClientError as error:
+            if _status(error) >= 500 or _status(error) == THROTTLED:
+                raise self._unavailable(error) from None
+            if _is_refusal(error):
+                raise self._refused(error) from None
+            raise
+        except (StoreConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as error:
+            raise self._unavailable(error) from None
+
+    def _unavailable(self, cause: BaseException) -> StoreUnavailable:
+        error = StoreUnavailable(cause)
+        # Clients see a 503; operators see why, and where.
+        log.warning("%s (bucket %s at %s)", error.message, self.bucket, self._endpoint)
+        return error
+
+    def _refused(self, error: ClientError) -> StoreRefused:
+        answer = f"{_code(error)}: {error.response.get('Error', {}).get('Message', '')}"
+        log.error(
+            "the object store at %s refused %s on bucket %s: %d %s; check s3_bucket, s3_region,"
+            " the credentials and their permissions",
+            self._endpoint,
+            error.operation_name,
+            self.bucket,
+            _status(error),
+            answer,
+        )
+        return StoreRefused(answer)
+
+    @property
+    def _endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
 
     async def close(self) -> None:
         await self._connection.aclose()
@@ -291,7 +340,7 @@ class S3BlobStore(BlobStore):
 
     async def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            with _store_failures():
+            with self.failures():
                 return dict(await self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as error:
             if _is_missing(error):
@@ -319,11 +368,11 @@ class S3BlobStore(BlobStore):
         key = self.blob_key(digest)
         if await self._head(key) is not None:
             return
-        with _store_failures():
+        with self.failures():
             await self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     async def delete(self, digest: str) -> None:
-        with _store_failures():
+        with self.failures():
             await self.client.delete_object(Bucket=self.bucket, Key=self.blob_key(digest))
 
     def read(
@@ -343,7 +392,7 @@ class S3BlobStore(BlobStore):
         request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
         if not whole:
             request["Range"] = f"bytes={offset}-{last}"
-        with _store_failures():
+        with self.failures():
             try:
                 response = await self.client.get_object(**request)
             except ClientError as error:
@@ -357,7 +406,7 @@ class S3BlobStore(BlobStore):
     async def _keys(self, prefix: str) -> AsyncGenerator[dict[str, Any], None]:
         """Every object under a prefix, a page (at most 1000) at a time."""
         paginator = self.client.get_paginator("list_objects_v2")
-        with _store_failures():
+        with self.failures():
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for entry in page.get("Contents", []):
                     yield dict(entry)
@@ -379,7 +428,7 @@ class S3BlobStore(BlobStore):
         # A blob quarantined again (stored again, found corrupt again) keeps both copies.
         target = f"{self._prefix}quarantine/{algorithm}/{encoded}/{time.time_ns()}"
         source = self.blob_key(digest)
-        with _store_failures():
+        with self.failures():
             await self.client.copy_object(
                 Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
             )
@@ -387,7 +436,7 @@ class S3BlobStore(BlobStore):
         return f"s3://{self.bucket}/{target}"
 
     async def start_upload(self, upload_id: str) -> None:
-        with _store_failures():
+        with self.failures():
             await self.client.put_object(
                 Bucket=self.bucket, Key=self._upload_folder(upload_id) + SESSION_MARKER, Body=b""
             )
@@ -459,7 +508,7 @@ class S3BlobStore(BlobStore):
     async def abort_multipart(self, key: str, multipart_id: str) -> None:
         """Drop the parts of an unfinished multipart upload; left to the sweep on failure."""
         try:
-            with _store_failures():
+            with self.failures():
                 await self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=multipart_id
                 )
@@ -471,7 +520,7 @@ class S3BlobStore(BlobStore):
             return
         folder = self._upload_folder(upload_id)
         keys = [entry["Key"] for entry in await self._session_objects(upload_id)]
-        with _store_failures():
+        with self.failures():
             # Multipart uploads of appends that were cut off (a process killed midway).
             paginator = self.client.get_paginator("list_multipart_uploads")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
@@ -488,7 +537,7 @@ class S3BlobStore(BlobStore):
         root = f"{self._prefix}uploads/"
         paginator = self.client.get_paginator("list_objects_v2")
         found: list[str] = []
-        with _store_failures():
+        with self.failures():
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
                 for folder in page.get("CommonPrefixes", []):
                     upload_id = folder["Prefix"][len(root) :].rstrip("/")

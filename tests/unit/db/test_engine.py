@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.pool import QueuePool
 
-from cargohold.db.engine import Database, async_url, migrate, open_database, sqlite_url
+from cargohold.config import load_settings
+from cargohold.db.engine import (
+    Database,
+    ServerDatabase,
+    async_url,
+    migrate,
+    open_database,
+    sqlite_url,
+)
 from cargohold.db.schema import projects
 
 
@@ -153,3 +162,21 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
 )
 def test_a_postgresql_url_without_a_driver_means_asyncpg(given: str, used: str) -> None:
     assert async_url(given).render_as_string(hide_password=False) == used
+
+
+def test_the_pool_settings_reach_a_server_databases_engine() -> None:
+    """No connection is made: the engine's pool is sized as the settings say."""
+    settings = load_settings(
+        environ={
+            "CARGOHOLD_DATABASE_URL": "postgresql://cargohold@127.0.0.1:1/cargohold",
+            "CARGOHOLD_DATABASE_POOL_SIZE": "7",
+            "CARGOHOLD_DATABASE_MAX_OVERFLOW": "3",
+            "CARGOHOLD_DATABASE_POOL_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+    database = open_database(settings.metadata_url, settings.database_pool)
+    assert isinstance(database, ServerDatabase)
+    pool = database._engine.pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow, pool.timeout()) == (7, 3, 2.5)
+    asyncio.run(database.dispose())

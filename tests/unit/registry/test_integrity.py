@@ -104,9 +104,14 @@ def age(path: Path, seconds: float = 2 * 3600) -> None:
 Scenario = Callable[[Services], Awaitable[None]]
 
 
-def run(tmp_path: Path, scenario: Scenario) -> None:
+def run(tmp_path: Path, scenario: Scenario, **overrides: object) -> None:
+    """The scenario over services of a fresh data folder with `team/apps`; `overrides`: more
+    settings."""
+
     async def go() -> None:
-        settings = load_settings(overrides={"data_dir": tmp_path, "fsync": False}, environ={})
+        settings = load_settings(
+            overrides={"data_dir": tmp_path, "fsync": False, **overrides}, environ={}
+        )
         migrate(settings.metadata_url)
         services = await build_services(settings)
         try:

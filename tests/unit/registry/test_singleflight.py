@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -61,5 +62,35 @@ def test_another_process_holding_the_file_lock_is_waited_for(tmp_path: Path) -> 
                     pass
         async with second.hold("k"):  # free again once the first let go
             pass
+
+    asyncio.run(run())
+
+
+def test_without_waiting_a_free_key_is_taken_and_a_held_one_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        first, second = SingleFlight(FileLocks(tmp_path)), SingleFlight(FileLocks(tmp_path))
+        async with first.hold("k", wait=False):
+            for flights in (first, second):  # held in this process, and in another
+                started = time.monotonic()
+                with pytest.raises(SingleFlightTimeout):
+                    async with flights.hold("k", wait=False):
+                        pass
+                assert time.monotonic() - started < 0.2
+        async with second.hold("k", wait=False):
+            pass
+
+    asyncio.run(run())
+
+
+def test_a_forgotten_key_leaves_no_lock_file(tmp_path: Path) -> None:
+    async def run() -> None:
+        flights = SingleFlight(FileLocks(tmp_path))
+        async with flights.hold("k"):
+            assert len(list(tmp_path.iterdir())) == 1
+            flights.forget("k")
+        assert list(tmp_path.iterdir()) == []
+        flights.forget("k")  # once more: nothing left to drop
 
     asyncio.run(run())

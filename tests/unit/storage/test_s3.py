@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from cargohold.oci.errors import RegistryError
-from cargohold.storage import Redirect, Streamed
+from cargohold.storage import Redirect, StoreRefused, Streamed
 from cargohold.storage.s3 import S3BlobStore
 from tests.s3server import S3Server
 from tests.unit.storage.stores import PART_SIZE, StoreOpener, s3_opener
@@ -196,3 +196,45 @@ def test_an_outage_is_a_503_and_the_same_store_recovers(tmp_path: Path) -> None:
         asyncio.run(run())
     finally:
         server.stop()
+
+
+def expect_refused(raised: pytest.ExceptionInfo[StoreRefused], answer: str) -> None:
+    assert raised.value.status == 503
+    assert "Retry-After" not in raised.value.headers  # waiting alone fixes nothing
+    assert raised.value.answer.startswith(answer), raised.value.answer
+
+
+def test_a_missing_bucket_is_a_refusal_not_an_outage(s3_server: S3Server) -> None:
+    async def run() -> None:
+        async with s3_opener(s3_server, f"cargohold-missing-{UPLOAD_ID[:8]}")() as store:
+            for attempt in (
+                store.ping(),
+                store.start_upload(UPLOAD_ID),
+                store.upload_ids(),
+                store.read_bytes("sha256:" + "0" * 64),
+            ):
+                with pytest.raises(StoreRefused) as raised:
+                    await attempt
+                expect_refused(raised, "NoSuchBucket")
+            # A HEAD's answer has no body: a missing bucket looks like a missing object.
+            assert await store.size("sha256:" + "0" * 64) is None
+
+    asyncio.run(run())
+
+
+def test_credentials_the_store_does_not_know_are_a_refusal(s3_server: S3Server) -> None:
+    async def run() -> None:
+        async with s3_opener(s3_server, s3_server.create_bucket())() as store:
+            with s3_server.refusing_every_credential():
+                for attempt, answer in (
+                    (store.ping(), "InvalidAccessKeyId"),
+                    (store.start_upload(UPLOAD_ID), "InvalidAccessKeyId"),
+                    # A HEAD's answer has no body: its status is all it says.
+                    (store.size("sha256:" + "0" * 64), "403"),
+                ):
+                    with pytest.raises(StoreRefused) as raised:
+                        await attempt
+                    expect_refused(raised, answer)
+            await store.ping()  # accepted again: the same client serves
+
+    asyncio.run(run())

@@ -17,7 +17,7 @@ from cargohold.http.errors import (
     log_database_unavailable,
 )
 from cargohold.registry.errors import ManagementError
-from cargohold.storage import StoreUnavailable
+from cargohold.storage import StoreRefused, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(error.status, str(error), error.headers)
     except ManagementError as error:
         return error_response(error.status, str(error))
-    except StoreUnavailable as error:
+    except (StoreUnavailable, StoreRefused) as error:
         return error_response(error.status, error.message, error.headers)
     except AccessDenied as error:
         if error.reason == "forbidden":
