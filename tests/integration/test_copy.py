@@ -156,9 +156,11 @@ def _target(
     tmp_path: Path, s3_server: S3Server, database_url: str, bucket: str | None = None
 ) -> Server:
     """A server over PostgreSQL and a bucket (not started), whose commands copy into them."""
-    target = Server(tmp_path / "target", database_url=database_url)
-    target.env.update(s3_server.settings(bucket or s3_server.create_bucket()))
-    return target
+    return Server(
+        tmp_path / "target",
+        database_url=database_url,
+        blob_store=s3_server.settings(bucket or s3_server.create_bucket()),
+    )
 
 
 def _copy(target: Server, source: Source) -> tuple[int, dict[str, Any], str]:
@@ -249,7 +251,7 @@ def test_bad_source_blobs_are_reported_and_the_copy_runs_again_once_they_are_fix
     # A large blob (streamed) altered, a small one (read whole) gone.
     altered, deleted = _layers(source.images[2])[0], _layers(source.images[0])[0]
     target = _target(tmp_path, s3_server, database.create_database())
-    bucket = s3_server.blobs(target.env)
+    bucket = target.blobs
     originals = {digest: source.server.blobs.read(digest) for digest in (altered, deleted)}
     try:
         kept = originals[altered]
