@@ -248,7 +248,7 @@ class ProxyService:
             if await self._metadata.manifest_by_digest(image_id, str(parsed)) is None:
                 if self._known_missing(key):
                     raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"{what} is not upstream")
-                async with self._flights.hold(key):
+                async with self._flights.hold_then_forget(key):
                     if await self._metadata.manifest_by_digest(image_id, str(parsed)) is None:
                         await self._fetch_manifest(target, str(parsed), parsed, None, key)
                         return Served(await self._manifests.get(target, reference, accepted))
@@ -257,7 +257,7 @@ class ProxyService:
         if await self._fresh(target, image_id, parsed):
             self.count("hit", target, what)
             return Served(await self._manifests.get(target, reference, accepted))
-        async with self._flights.hold(key):
+        async with self._flights.hold_then_forget(key):
             if await self._fresh(target, image_id, parsed):  # another request just did it
                 self.count("hit", target, what)
                 return Served(await self._manifests.get(target, reference, accepted))
@@ -346,7 +346,7 @@ class ProxyService:
         # The flight is held until the blob is cached, not only until its fetch started:
         # the UpstreamBlob takes it over and releases it when its transfer ends.
         flight = contextlib.AsyncExitStack()
-        await flight.enter_async_context(self._flights.hold(f"blob:{digest}"))
+        await flight.enter_async_context(self._flights.hold_then_forget(f"blob:{digest}"))
         async with flight:
             try:
                 return await self._blobs.get(target, str(digest))  # another request fetched it

@@ -137,3 +137,15 @@ class SingleFlight:
     def forget(self, key: str) -> None:
         """Drop what holding `key` left behind, once nothing it guards is left."""
         self._shared.forget(key)
+
+    @contextlib.asynccontextmanager
+    async def hold_then_forget(self, key: str) -> AsyncIterator[None]:
+        """`hold`, and `forget` once let go: for work that each holder first checks is not
+        done yet (a proxy's fetch), where keys are many and used once (a lock file per
+        proxied digest would pile up). Two holders at once (one of the forgotten lock file,
+        one of a new one) at worst do the work twice."""
+        try:
+            async with self.hold(key):
+                yield
+        finally:
+            self.forget(key)
