@@ -29,7 +29,7 @@ from bench.report import (
     proxy_comparison,
     summarize,
 )
-from bench.servers import CONFIGURATIONS, Backing, Cargohold, Configuration, Reference, Side
+from bench.servers import CONFIGURATIONS, EMBEDDED, Backing, Cargohold, Reference, Side
 from bench.workloads import FULL, QUICK, Bench, Probe, Workload, all_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,13 +182,15 @@ def run_once(bench: Bench, workload: Workload, side: Side, round_: int) -> RunRe
     )
 
 
-def side_names(configurations: list[Configuration], cargoholds: list[Cargohold]) -> dict[str, str]:
-    """Column names by side label: "Cargohold" when it is the only one, else its
-    configuration's name."""
+def side_names(cargoholds: list[Cargohold]) -> dict[str, str]:
+    """Column names by side label: each configuration's name when there are several; alone,
+    "Cargohold", with the configuration's name unless it is the embedded default."""
     names = {REFERENCE: "reference"}
     for cargohold in cargoholds:
-        several = len(configurations) > 1
-        names[cargohold.label] = cargohold.configuration.name if several else "Cargohold"
+        name = cargohold.configuration.name
+        if len(cargoholds) == 1:
+            name = "Cargohold" if cargohold.configuration == EMBEDDED else f"Cargohold {name}"
+        names[cargohold.label] = name
     return names
 
 
@@ -313,7 +315,7 @@ def main(argv: list[str]) -> int:
 
     rows = summarize(records)
     info["elapsed_seconds"] = round(time.monotonic() - began, 1)
-    names = side_names(args.configurations, cargoholds)
+    names = side_names(cargoholds)
     table = markdown_tables(rows, names)
     comparison = proxy_comparison(rows, names)
     failures = errors(rows)

@@ -163,11 +163,11 @@ def _column(header: str, render: Callable[[Any], str], *path: str) -> Column:
     return header, cell
 
 
-def _table(rows: list[Row], columns: list[Column]) -> str:
-    """The first column is left-aligned text; the others are numbers."""
+def _table(rows: list[Row], columns: list[Column], text_columns: int = 1) -> str:
+    """The first ``text_columns`` are left-aligned text; the others are numbers."""
     lines = [
         "| " + " | ".join(header for header, _ in columns) + " |",
-        "|---|" + "---:|" * (len(columns) - 1),
+        "|" + "---|" * text_columns + "---:|" * (len(columns) - text_columns),
     ]
     lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     return "\n".join(lines)
@@ -215,13 +215,13 @@ def markdown_tables(rows: list[Row], names: dict[str, str]) -> str:
             f"peak RSS MiB {short}",
             lambda row: " / ".join(_rss(row[s]) for s in labels),
         )
-        return _table(rows, [workload, unit, *rates, *ratios, cpu, *services, rss, load])
+        return _table(rows, [workload, unit, *rates, *ratios, cpu, *services, rss, load], 2)
     cpus = [
         _column(f"CPU s {names[label]}", _number, label, "cpu_seconds_median") for label in labels
     ]
     rsses = [_column(f"peak RSS MiB {names[label]}", _rss, label) for label in labels]
     return (
-        _table(rows, [workload, unit, *rates, *ratios, load])
+        _table(rows, [workload, unit, *rates, *ratios, load], 2)
         + "\n\n"
         + _table(rows, [workload, *cpus, *services, *rsses])
     )
