@@ -1,5 +1,5 @@
-"""``bench/run`` (which sets up and calls ``python -m bench``): Cargohold and the reference
-registry side by side. See bench/README.md."""
+"""``bench/run`` (which sets up and calls ``python -m bench``): Cargohold, in one or more
+configurations, and the reference registry side by side. See bench/README.md."""
 
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from types import FrameType
 from typing import Any
 
 from bench.report import (
+    REFERENCE,
     RunRecord,
     WorkloadRecord,
     errors,
-    markdown_table,
+    markdown_tables,
     other_load,
     proxy_comparison,
     summarize,
 )
-from bench.servers import Cargohold, Reference, Side
+from bench.servers import CONFIGURATIONS, EMBEDDED, Backing, Cargohold, Reference, Side
 from bench.workloads import FULL, QUICK, Bench, Probe, Workload, all_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +46,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--workers", type=int, default=2, help="cargohold serve --workers N (default 2)"
     )
     parser.add_argument("--only", default="", help="comma-separated workload keys (default: all)")
+    parser.add_argument(
+        "--configurations",
+        default="sqlite",
+        help="comma-separated Cargohold configurations, each one more side:"
+        f" {', '.join(CONFIGURATIONS)} (default: sqlite)",
+    )
     parser.add_argument("--list", action="store_true", help="list the workload keys")
     parser.add_argument(
         "--workdir",
         type=Path,
         default=ROOT / "bench" / ".work",
-        help="where both servers keep their data (one disk for both); removed afterwards",
+        help="where the servers keep their data (one disk for all); removed afterwards",
+    )
+    parser.add_argument(
+        "--postgres-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the PostgreSQL server (e.g. synchronous_commit=off)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data folders")
     parser.add_argument(
@@ -68,6 +82,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rounds must be between 1 and 50")
     if not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
+    names = [name.strip() for name in args.configurations.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(CONFIGURATIONS))
+    if unknown or not names or len(set(names)) < len(names):
+        parser.error(
+            f"--configurations: distinct names of {', '.join(CONFIGURATIONS)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    args.configurations = [CONFIGURATIONS[name] for name in names]
     return args
 
 
@@ -130,7 +152,7 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 
 def run_once(bench: Bench, workload: Workload, side: Side, round_: int) -> RunRecord:
-    probe = Probe(side.roots(workload.anonymous), bench.all_server_processes())
+    probe = Probe(side.roots(workload.anonymous), bench.all_server_processes(), side.services())
     try:
         result = workload.run(bench, side, round_, probe)
     except Exception as error:
@@ -154,7 +176,22 @@ def run_once(bench: Bench, workload: Workload, side: Side, round_: int) -> RunRe
         rss_growth_mib=round(max(probe.usage.peak_rss_mib - probe.usage.start_rss_mib, 0.0), 1),
         other_load=round(probe.usage.other_cpu_seconds / max(probe.seconds, 1e-9), 2),
         steal_seconds=round(probe.usage.steal_seconds, 2),
+        service_cpu_seconds={
+            name: round(usage.cpu_seconds, 3) for name, usage in probe.service_usage.items()
+        },
     )
+
+
+def side_names(cargoholds: list[Cargohold]) -> dict[str, str]:
+    """Column names by side label: each configuration's name when there are several; alone,
+    "Cargohold", with the configuration's name unless it is the embedded default."""
+    names = {REFERENCE: "reference"}
+    for cargohold in cargoholds:
+        name = cargohold.configuration.name
+        if len(cargoholds) == 1:
+            name = "Cargohold" if cargohold.configuration == EMBEDDED else f"Cargohold {name}"
+        names[cargohold.label] = name
+    return names
 
 
 def main(argv: list[str]) -> int:
@@ -186,13 +223,10 @@ def main(argv: list[str]) -> int:
     began = time.monotonic()
 
     reference = Reference(workdir)
-    cargohold = Cargohold(workdir, workers=args.workers, proxy_of=reference.anonymous_url)
-    for setting in args.env:
-        name, _, value = setting.partition("=")
-        cargohold.extra_env[name] = value
-    bench = Bench(sizes, workdir, reference, cargohold, rounds)
-    records = [WorkloadRecord(w.key, w.key, w.unit) for w in workloads]
+    backing = Backing(workdir, args.postgres_setting)
+    cargoholds: list[Cargohold] = []
     info: dict[str, Any] = {}
+    records: list[WorkloadRecord] = []
     try:
         with contextlib.ExitStack() as stack:
             print(f"bench: data in {workdir}", flush=True)
@@ -205,35 +239,58 @@ def main(argv: list[str]) -> int:
                 )
             stack.callback(reference.stop)
             reference.start()
-            cargohold.configure()
-            stack.callback(cargohold.stop)
-            cargohold.start()
+            stack.callback(backing.stop)
+            backing.start(args.configurations)
+            for configuration in args.configurations:
+                cargohold = Cargohold(
+                    workdir,
+                    configuration=configuration,
+                    backing=backing,
+                    workers=args.workers,
+                    proxy_of=reference.anonymous_url,
+                )
+                for setting in args.env:
+                    name, _, value = setting.partition("=")
+                    cargohold.extra_env[name] = value
+                cargohold.configure()
+                stack.callback(cargohold.stop)
+                cargohold.start()
+                cargoholds.append(cargohold)
+            bench = Bench(sizes, workdir, reference, cargoholds, rounds)
+            records = [
+                WorkloadRecord(w.key, w.key, w.unit, {side.label: [] for side in bench.sides})
+                for w in workloads
+            ]
             info = {
                 "started": stamp,
                 "mode": "quick" if args.quick else "full",
                 "rounds": rounds,
-                "workers": cargohold.workers,
-                "cargohold_env": cargohold.extra_env,
+                "workers": cargoholds[0].workers,
+                "configurations": {c.label: c.configuration.description for c in cargoholds},
+                "cargohold_env": cargoholds[0].extra_env,
+                "postgres_settings": args.postgres_setting,
                 "machine": machine(workdir),
                 "versions": {
                     "reference": reference.version(),
-                    "cargohold": cargohold.version(),
+                    "cargohold": cargoholds[0].version(),
+                    **backing.versions(),
                     **tool_versions(),
                 },
                 "sizes": sizes.__dict__,
             }
             print(f"bench: {info['versions']['reference']} and {info['versions']['cargohold']}")
+            for label, description in info["configurations"].items():
+                print(f"bench: {label}: {description}")
             print("bench: set-up (untimed)", flush=True)
             for workload, record in zip(workloads, records, strict=True):
                 workload.setup(bench)
                 record.title = workload.title
             print(f"bench: set-up done after {time.monotonic() - began:.0f} s", flush=True)
             for round_ in range(rounds):
-                # Interleaved: each workload runs against both servers before the next one,
-                # and which server goes first alternates from round to round.
-                sides: list[Side] = [reference, cargohold]
-                if round_ % 2:
-                    sides.reverse()
+                # Interleaved: each workload runs against every server before the next one,
+                # and which server goes first turns from round to round.
+                turn = round_ % len(bench.sides)
+                sides: list[Side] = bench.sides[turn:] + bench.sides[:turn]
                 for workload, record in zip(workloads, records, strict=True):
                     workload.prepare(bench, round_)
                     for side in sides:
@@ -245,7 +302,7 @@ def main(argv: list[str]) -> int:
                             else (f"{run.value:,.1f} {workload.unit}")
                         )
                         print(
-                            f"round {round_ + 1}/{rounds} {workload.key:<28} {side.label:<9}"
+                            f"round {round_ + 1}/{rounds} {workload.key:<28} {side.label:<21}"
                             f" {shown}  ({run.seconds:.2f} s, cpu {run.cpu_seconds:.2f} s,"
                             f" rss {run.peak_rss_mib:.0f} MiB, other load {run.other_load:.2f})",
                             flush=True,
@@ -258,15 +315,27 @@ def main(argv: list[str]) -> int:
 
     rows = summarize(records)
     info["elapsed_seconds"] = round(time.monotonic() - began, 1)
-    table = markdown_table(rows)
-    comparison = proxy_comparison(rows)
+    names = side_names(cargoholds)
+    table = markdown_tables(rows, names)
+    comparison = proxy_comparison(rows, names)
     failures = errors(rows)
+    backing_versions = ", ".join(
+        f"{name} {info['versions'][name]}"
+        for name in ("postgresql", "moto")
+        if name in info["versions"]
+    )
     md = [
         f"# Cargohold vs reference registry, {stamp} ({info['mode']}, {rounds} round(s))",
         "",
         f"- machine: {info['machine']['nproc']} cores, {info['machine']['cpu_model']},"
         f" {info['machine']['memory_gib']} GiB RAM, disk {info['machine']['disk']}",
         f"- reference: {info['versions']['reference']}; Cargohold: {info['versions']['cargohold']}",
+        *([f"- under Cargohold: {backing_versions}"] if backing_versions else []),
+        *[
+            f"- {names[c.label]}: Cargohold on {c.configuration.description}"
+            for c in cargoholds
+            if len(cargoholds) > 1
+        ],
         f"- elapsed: {info['elapsed_seconds']:.0f} s",
         "",
         "Every value is a rate: **higher is better**; Cargohold / reference ≥ 1.00 means"
@@ -274,6 +343,15 @@ def main(argv: list[str]) -> int:
         " seconds the server's processes spent in one run; peak RSS: the largest VmHWM,"
         " summed over the server's processes, in any run, and (+N) the most it grew during"
         " one run.",
+        *(
+            [
+                "PostgreSQL and moto CPU s: the median CPU seconds the servers Cargohold runs"
+                " on spent in one run, apart from Cargohold's own (moto, the local S3 server,"
+                " is a Python server: far slower than a real object store)."
+            ]
+            if backing_versions
+            else []
+        ),
         "",
         table,
         "",

@@ -8,14 +8,16 @@ blobs and the image's links to them stay, the manifest and its tag are gone. Car
 the garbage collection candidates its own writes would have left: the links of the garbage
 images (their uploads, and their manifest's deletion, name them); the tagged images have
 none, as after a collection that read the candidates of their pushes. Cargohold's
-rows are written with the project's schema tables (`cargohold.db.schema`) and its files
-where `FilesystemBlobStore` keeps them; the reference's files follow distribution's storage
-layout (`docker/registry/v2/`). Everything is dated `AGE_SECONDS` back, past Cargohold's
+rows are written with the project's schema tables (`cargohold.db.schema`) through its
+`Database`, and its blobs through its `BlobStore`, with the server's own settings (SQLite or
+PostgreSQL, a folder or S3); the reference's files follow distribution's storage layout
+(`docker/registry/v2/`). Everything is dated `AGE_SECONDS` back, past Cargohold's
 default grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -23,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, select
+from tests.integration.server import Server
 
-from cargohold.config import load_settings
+from cargohold.config import Settings, load_settings
 from cargohold.db.candidates import link_candidates
+from cargohold.db.engine import Writer, open_database
 from cargohold.db.schema import (
     blobs,
     gc_candidates,
@@ -39,7 +42,7 @@ from cargohold.db.schema import (
     repositories,
     tags,
 )
-from cargohold.storage import FilesystemBlobStore
+from cargohold.registry.services import open_blob_store
 
 BLOBS_PER_IMAGE = 100
 BLOB_SIZE = 256
@@ -48,6 +51,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 TAG = "v1"
+STORE_BATCH = 32
 
 
 def _sha256(data: bytes) -> str:
@@ -92,28 +96,36 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def seed_cargohold(data_dir: Path, project: str, repository: str, seeded: list[SeedImage]) -> None:
-    """Rows and files in a Cargohold data folder (its server may be running)."""
-    settings = load_settings(overrides={"data_dir": data_dir}, environ={})
-    store = FilesystemBlobStore(settings.blob_dir, fsync=False)
-    url = make_url(settings.metadata_url)
-    engine = create_engine(url.set(drivername=url.get_backend_name()))
+def seed_cargohold(server: Server, project: str, repository: str, seeded: list[SeedImage]) -> None:
+    """Rows and blobs in a Cargohold server's metadata database and blob store (SQLite or
+    PostgreSQL, a folder or S3: its own settings), while it may be running."""
+    settings = load_settings(overrides={"data_dir": server.data_dir}, environ=server.env)
+    asyncio.run(_seed_cargohold(settings, project, repository, seeded))
+
+
+async def _seed_cargohold(
+    settings: Settings, project: str, repository: str, seeded: list[SeedImage]
+) -> None:
+    database = open_database(settings.metadata_url)
+    store = await open_blob_store(settings.model_copy(update={"fsync": False}))
     moment = time.time() - AGE_SECONDS
     try:
-        with engine.begin() as conn:
-            repository_id = conn.execute(
-                select(repositories.c.id)
-                .join(projects, projects.c.id == repositories.c.project_id)
-                .where(projects.c.name == project, repositories.c.name == repository)
+        async with database.write() as conn:
+            repository_id = (
+                await conn.execute(
+                    select(repositories.c.id)
+                    .join(projects, projects.c.id == repositories.c.project_id)
+                    .where(projects.c.name == project, repositories.c.name == repository)
+                )
             ).scalar_one()
-            conn.execute(
+            await conn.execute(
                 insert(images),
                 [
                     {"repository_id": repository_id, "name": image.name, "created_at": moment}
                     for image in seeded
                 ],
             )
-            named = conn.execute(
+            named = await conn.execute(
                 select(images.c.name, images.c.id).where(
                     images.c.repository_id == repository_id,
                     images.c.name.in_([image.name for image in seeded]),
@@ -121,28 +133,39 @@ def seed_cargohold(data_dir: Path, project: str, repository: str, seeded: list[S
             )
             image_ids = {row.name: row.id for row in named}
             for image in seeded:
-                _seed_cargohold_image(conn, image_ids[image.name], image, moment)
+                await _seed_cargohold_image(conn, image_ids[image.name], image, moment)
+        stored = [
+            data
+            for image in seeded
+            for data in (image.blobs if image.garbage else [*image.blobs, image.manifest])
+        ]
+        # A few writes in flight: an object store answers each after a round trip.
+        for start in range(0, len(stored), STORE_BATCH):
+            await asyncio.gather(
+                *(
+                    store.put_bytes(_sha256(data), data)
+                    for data in stored[start : start + STORE_BATCH]
+                )
+            )
     finally:
-        engine.dispose()
-    for image in seeded:
-        for data in image.blobs:
-            _write(store.local_path(_sha256(data)), data)
-        if not image.garbage:
-            _write(store.local_path(_sha256(image.manifest)), image.manifest)
+        await store.close()
+        await database.dispose()
 
 
-def _seed_cargohold_image(conn: Any, image_id: int, image: SeedImage, moment: float) -> None:
+async def _seed_cargohold_image(
+    conn: Writer, image_id: int, image: SeedImage, moment: float
+) -> None:
     digests = [_sha256(data) for data in image.blobs]
-    conn.execute(
+    await conn.execute(
         insert(blobs),
         [{"digest": digest, "size": BLOB_SIZE, "created_at": moment} for digest in digests],
     )
-    conn.execute(
+    await conn.execute(
         insert(image_blobs),
         [{"image_id": image_id, "digest": digest, "created_at": moment} for digest in digests],
     )
     if image.garbage:
-        conn.execute(
+        await conn.execute(
             insert(gc_candidates),
             [
                 {"kind": key.kind, "image_id": key.image_id, "digest": key.digest}
@@ -151,22 +174,24 @@ def _seed_cargohold_image(conn: Any, image_id: int, image: SeedImage, moment: fl
         )
         return
     manifest_digest = _sha256(image.manifest)
-    manifest_id = conn.execute(
-        insert(manifests)
-        .values(
-            image_id=image_id,
-            digest=manifest_digest,
-            media_type=OCI_MANIFEST,
-            size=len(image.manifest),
-            created_at=moment,
+    manifest_id = (
+        await conn.execute(
+            insert(manifests)
+            .values(
+                image_id=image_id,
+                digest=manifest_digest,
+                media_type=OCI_MANIFEST,
+                size=len(image.manifest),
+                created_at=moment,
+            )
+            .returning(manifests.c.id)
         )
-        .returning(manifests.c.id)
     ).scalar_one()
-    conn.execute(
+    await conn.execute(
         insert(manifest_references),
         [{"manifest_id": manifest_id, "digest": d, "is_manifest": False} for d in digests],
     )
-    conn.execute(
+    await conn.execute(
         insert(tags).values(image_id=image_id, name=TAG, digest=manifest_digest, updated_at=moment)
     )
 

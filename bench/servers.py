@@ -1,12 +1,17 @@
-"""The two servers under test, behind one interface.
+"""The servers under test, behind one interface.
 
 - ``Reference``: distribution 2.8 (``docker-registry``) twice, over one storage folder: one
   instance in token mode (bearer tokens from a ``TokenServer``, as Docker Hub does it) for
   every authenticated workload, and one open instance for the anonymous workloads and as the
   upstream of Cargohold's proxy repository. Both come from ``tests/integration/upstream.py``.
-- ``Cargohold``: ``cargohold serve`` (``--workers N`` when the command has it) through
+- ``Cargohold``, once per configuration (``Configuration``: SQLite or PostgreSQL, a folder
+  or S3): ``cargohold serve`` (``--workers N`` when the command has it) through
   ``tests/integration/server.py``, with the project ``bench`` (anonymous read), the hosted
   repository ``bench/hosted`` and the proxy repository ``bench/hub`` of the open reference.
+- ``Backing``: what the configurations run on, started only when one needs it: a PostgreSQL
+  cluster (``tests/integration/postgres.py``; a database per configuration) and a local S3
+  server (moto, ``tests/s3server.py``; a bucket per configuration). Their CPU is measured
+  apart from Cargohold's (``Side.services``).
 
 Every process is started here and stopped here, by pid.
 """
@@ -14,18 +19,24 @@ Every process is started here and stopped here, by pid.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from tests.integration.clients import run
+from tests.integration.postgres import MISSING, Postgres, binaries
 from tests.integration.server import Server
 from tests.integration.upstream import ReferenceRegistry, TokenServer, fetch_token
+from tests.s3server import S3Server
 
 from bench.procstat import tree
 
@@ -34,6 +45,38 @@ HOSTED = "bench/hosted"
 PROXY = "bench/hub"
 """Cargohold's proxy repository of the open reference instance."""
 TOKEN_SECONDS = 3600
+# PostgreSQL as a deployment runs it (fsync, synchronous commits and full-page writes on:
+# its defaults), unlike the tests' throwaway settings; room for every worker's pool.
+POSTGRES_SETTINGS = ("max_connections=300",)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Where one Cargohold side keeps its metadata and its blobs."""
+
+    name: str
+    postgres: bool
+    """Metadata in PostgreSQL (else SQLite in the data folder)."""
+    s3: bool
+    """Blobs in an S3 bucket (else a folder)."""
+
+    @property
+    def description(self) -> str:
+        database = "PostgreSQL" if self.postgres else "SQLite"
+        return f"{database} + {'S3 (moto)' if self.s3 else 'folder'}"
+
+
+CONFIGURATIONS = {
+    c.name: c
+    for c in (
+        Configuration("sqlite", postgres=False, s3=False),
+        Configuration("postgres", postgres=True, s3=False),
+        Configuration("sqlite-s3", postgres=False, s3=True),
+        Configuration("postgres-s3", postgres=True, s3=True),
+    )
+}
+EMBEDDED = CONFIGURATIONS["sqlite"]
+"""The default: one machine, SQLite and a folder. Other configurations are compared to it."""
 
 
 class Side:
@@ -55,6 +98,11 @@ class Side:
     def roots(self, anonymous: bool) -> list[int]:
         """The processes whose CPU and memory a workload is charged with."""
         raise NotImplementedError
+
+    def services(self) -> dict[str, list[int]]:
+        """The servers this one runs on (PostgreSQL, moto), by name: their CPU is measured
+        apart."""
+        return {}
 
     def version(self) -> str:
         raise NotImplementedError
@@ -110,6 +158,7 @@ class Reference(Side):
         return run(["docker-registry", "--version"]).stdout.strip()
 
 
+@functools.cache
 def supports_workers() -> bool:
     done = subprocess.run(
         [sys.executable, "-m", "cargohold", "serve", "--help"],
@@ -121,11 +170,69 @@ def supports_workers() -> bool:
     return "--workers" in done.stdout
 
 
-class Cargohold(Side):
-    label = "cargohold"
+class Backing:
+    """The PostgreSQL cluster and the S3 server the configurations need, each started once
+    (a database and a bucket per configuration)."""
 
-    def __init__(self, workdir: Path, *, workers: int, proxy_of: str) -> None:
-        self.server = Server(workdir / "cargohold-data")
+    def __init__(self, workdir: Path, postgres_settings: Sequence[str] = ()) -> None:
+        """``postgres_settings``: ``NAME=VALUE`` settings of the PostgreSQL server, after
+        ``POSTGRES_SETTINGS``."""
+        self.workdir = workdir
+        self.postgres_options = " ".join(
+            f"-c {setting}" for setting in (*POSTGRES_SETTINGS, *postgres_settings)
+        )
+        self.postgres: Postgres | None = None
+        self.s3: S3Server | None = None
+
+    def start(self, configurations: Sequence[Configuration]) -> None:
+        if any(c.postgres for c in configurations):
+            bin_dir = binaries()
+            if bin_dir is None:
+                raise RuntimeError(MISSING)
+            self.postgres = Postgres.launch(bin_dir, options=self.postgres_options)
+        if any(c.s3 for c in configurations):
+            if importlib.util.find_spec("moto") is None:
+                raise RuntimeError("moto[server] is not installed: run scripts/venv")
+            self.s3 = S3Server(self.workdir / "s3" / "s3-server.log")
+            self.s3.start()
+
+    def stop(self) -> None:
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.postgres is not None:
+            self.postgres.remove()
+
+    def versions(self) -> dict[str, str]:
+        found = {}
+        if self.postgres is not None:
+            found["postgresql"] = self.postgres.sql("SHOW server_version")
+        if self.s3 is not None:
+            found["moto"] = importlib.metadata.version("moto")
+        return found
+
+
+class Cargohold(Side):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        configuration: Configuration,
+        backing: Backing,
+        workers: int,
+        proxy_of: str,
+    ) -> None:
+        self.configuration = configuration
+        # The embedded default keeps the label of the runs before configurations existed.
+        self.label = "cargohold" if configuration == EMBEDDED else f"cargohold-{configuration.name}"
+        self.backing = backing
+        database_url = None
+        if configuration.postgres:
+            assert backing.postgres is not None
+            database_url = backing.postgres.create_database()
+        self.server = Server(workdir / f"{self.label}-data", database_url=database_url)
+        if configuration.s3:
+            assert backing.s3 is not None
+            self.server.env.update(backing.s3.settings(backing.s3.create_bucket()))
         self.workers = workers if supports_workers() else None
         self.url = self.anonymous_url = self.server.url
         self.skopeo_creds = self.server.admin_creds
@@ -174,6 +281,15 @@ class Cargohold(Side):
     def roots(self, anonymous: bool) -> list[int]:
         process = self.server.process
         return [] if process is None else [process.pid]
+
+    def services(self) -> dict[str, list[int]]:
+        found = {}
+        postgres, s3 = self.backing.postgres, self.backing.s3
+        if self.configuration.postgres and postgres is not None and postgres.pid is not None:
+            found["PostgreSQL"] = [postgres.pid]
+        if self.configuration.s3 and s3 is not None and s3.pid is not None:
+            found["moto"] = [s3.pid]
+        return found
 
     def version(self) -> str:
         root = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
-"""The workloads of issue 6, each run the same way against either server.
+"""The workloads of issue 6, each run the same way against every server.
 
-A workload's ``setup`` runs once (both servers), ``prepare`` once per round before either
+A workload's ``setup`` runs once (every server), ``prepare`` once per round before any
 server runs it (fresh content, so that no round finds the previous round's bytes), and
 ``run`` once per round and server; only what ``run`` does inside ``probe.timed()`` is
 measured: the clock, and the server's CPU and peak RSS. Every value is a rate: higher is
@@ -107,30 +107,41 @@ QUICK = Sizes(
 
 class Probe:
     """Times one stretch of a run and charges the server's processes with its CPU and
-    memory."""
+    memory, and each server it runs on (``services``: PostgreSQL, moto) with its own CPU."""
 
-    def __init__(self, roots: list[int], known: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        roots: list[int],
+        known: list[int] | None = None,
+        services: dict[str, list[int]] | None = None,
+    ) -> None:
         self.meter = Meter(roots, known or roots)
+        self.service_meters = {name: Meter(pids) for name, pids in (services or {}).items()}
         self.seconds = 0.0
         self.usage = Usage(0.0, 0.0)
+        self.service_usage: dict[str, Usage] = {}
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:
+        for meter in self.service_meters.values():
+            meter.start()
         self.meter.start()
         start = time.perf_counter()
         yield
         self.seconds = time.perf_counter() - start
         self.usage = self.meter.stop()
+        self.service_usage = {name: m.stop() for name, m in self.service_meters.items()}
 
 
 @dataclass
 class Bench:
-    """What the workloads share: sizes, folders, the two servers, content made once."""
+    """What the workloads share: sizes, folders, the servers, content made once."""
 
     sizes: Sizes
     workdir: Path
     reference: Reference
-    cargohold: Cargohold
+    cargoholds: list[Cargohold]
+    """One per configuration."""
     rounds: int
     seed: int = 6
     done: set[str] = field(default_factory=set)
@@ -144,11 +155,14 @@ class Bench:
     """Rounds whose proxied image Cargohold's proxy has cached."""
 
     @property
-    def sides(self) -> tuple[Side, Side]:
-        return (self.reference, self.cargohold)
+    def sides(self) -> list[Side]:
+        return [self.reference, *self.cargoholds]
 
     def all_server_processes(self) -> list[int]:
-        return [pid for side in self.sides for a in (False, True) for pid in side.roots(a)]
+        """Every server's, and every server's they run on (PostgreSQL, moto)."""
+        pids = {pid for side in self.sides for a in (False, True) for pid in side.roots(a)}
+        pids |= {pid for side in self.sides for p in side.services().values() for pid in p}
+        return sorted(pids)
 
     def folder(self, name: str) -> Path:
         path = self.workdir / name
@@ -186,10 +200,10 @@ class Workload:
     """Runs only when named, and with no other workload: it changes what others measure."""
 
     def setup(self, bench: Bench) -> None:
-        """Once, before the first round, for both servers."""
+        """Once, before the first round, for every server."""
 
     def prepare(self, bench: Bench, round_: int) -> None:
-        """Once per round, before either server runs it."""
+        """Once per round, before any server runs it."""
 
     def run(self, bench: Bench, side: Side, round_: int, probe: Probe) -> Result:
         raise NotImplementedError
@@ -286,7 +300,7 @@ TAGS_NAME = f"{HOSTED}/tags"
 
 
 def small_manifest(bench: Bench) -> oci.SmallImage:
-    """A small image as ``MANIFEST_NAME:latest`` in both servers."""
+    """A small image as ``MANIFEST_NAME:latest`` in every server."""
     image = oci.SmallImage.make(random.Random(bench.seed), 2, 4096)
     if "manifest" not in bench.done:
         for side in bench.sides:
@@ -575,10 +589,11 @@ class ProxyPull(Workload):
                 layout, f"r{round_}", layers=s.proxy_layers, layer_size=s.proxy_layer_size
             )
             bench.reference.open.seed(image, PROXIED)
-            dest = f"docker://{bench.cargohold.host(bench.cargohold.url)}/{HOSTED}/{PROXIED}"
-            bench.skopeo(bench.cargohold).copy(
-                image.ref, f"{dest}:r{round_}", dest_creds=bench.cargohold.skopeo_creds
-            )
+            for cargohold in bench.cargoholds:
+                dest = f"docker://{cargohold.host(cargohold.url)}/{HOSTED}/{PROXIED}"
+                bench.skopeo(cargohold).copy(
+                    image.ref, f"{dest}:r{round_}", dest_creds=cargohold.skopeo_creds
+                )
             bench.proxy_images[round_] = image
         bench.done.add("proxy")
 
@@ -644,7 +659,8 @@ class GarbageCollection(Workload):
 
     def _seed(self, bench: Bench, images: list[Any]) -> None:
         project, repository = HOSTED.split("/")
-        seed_cargohold(bench.cargohold.server.data_dir, project, repository, images)
+        for cargohold in bench.cargoholds:
+            seed_cargohold(cargohold.server, project, repository, images)
         seed_reference(self.storage, HOSTED, images)
 
     def prepare(self, bench: Bench, round_: int) -> None:

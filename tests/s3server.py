@@ -44,6 +44,10 @@ class S3Server:
             self.stop()
             raise
 
+    @property
+    def pid(self) -> int | None:
+        return self._daemon.pid
+
     def _answers(self) -> bool:
         try:
             requests.get(self.endpoint_url + "/moto-api/", timeout=1)

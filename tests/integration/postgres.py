@@ -42,8 +42,10 @@ def binaries() -> Path | None:
 
 
 class Postgres:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, options: str = SERVER_OPTIONS) -> None:
+        """`options`: the server's settings (`-c name=value ...`)."""
         self._bin = bin_dir
+        self._options = options
         self.root = Path(tempfile.mkdtemp(prefix="cargohold-postgres-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -83,7 +85,7 @@ class Postgres:
         )
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {SERVER_OPTIONS}"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {self._options}"
         self._run(
             str(self._bin / "pg_ctl"),
             "start",
@@ -157,8 +159,8 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
     @classmethod
-    def launch(cls, bin_dir: Path) -> Postgres:
-        instance = cls(bin_dir)
+    def launch(cls, bin_dir: Path, *, options: str = SERVER_OPTIONS) -> Postgres:
+        instance = cls(bin_dir, options=options)
         try:
             instance.init()
             instance.start()
