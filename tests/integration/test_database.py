@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from cargohold.db.accounts import AccountStore
 from cargohold.db.engine import MIGRATIONS, PoolLimits, is_unavailable, migrate, open_database
@@ -167,6 +168,29 @@ def test_an_advisory_lock_is_let_go_when_its_request_is_cancelled(database: Post
         finally:
             await first.close()
             await second.close()
+
+    asyncio.run(run())
+
+
+def test_the_server_drops_the_connections_of_a_node_that_is_gone_within_a_minute(
+    database: Postgres,
+) -> None:
+    """Connections ask the server for TCP keepalives (`server_engine`, which the advisory
+    locks' pool uses too): a node cut off from the network lets go of its locks in about a
+    minute, not the system's two hours."""
+    url = database.create_database()
+    keepalives = text(
+        "SELECT current_setting('tcp_keepalives_idle'),"
+        " current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')"
+    )
+
+    async def run() -> None:
+        node = open_database(url)
+        try:
+            async with node.read() as conn:
+                assert tuple((await conn.execute(keepalives)).one()) == ("30", "10", "3")
+        finally:
+            await node.dispose()
 
     asyncio.run(run())
 

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cargohold.db.engine import async_url, connect
+from cargohold.db.engine import connect, server_engine
 
 POLL_SECONDS = 0.05
 
@@ -37,8 +37,8 @@ class AdvisoryLocks:
     def __init__(self, url: str, kept_connections: int) -> None:
         """`kept_connections`: how many of the locks' connections stay open (at least 1)."""
         # Autocommit: the connection waits and holds outside any transaction.
-        self._engine = create_async_engine(
-            async_url(url),
+        self._engine = server_engine(
+            url,
             pool_size=kept_connections,
             max_overflow=-1,
             pool_pre_ping=True,
