@@ -172,6 +172,39 @@ def test_an_advisory_lock_is_let_go_when_its_request_is_cancelled(database: Post
     asyncio.run(run())
 
 
+def test_advisory_locks_held_together_take_one_connection_and_go_together(
+    database: Postgres,
+) -> None:
+    """A garbage collection's batch holds about a hundred stripes at once: on one
+    connection, not one each; a set not had in time holds none of its keys."""
+    url = database.create_database()
+    keys = [f"content:sha256:{i:03x}" for i in range(100)]
+    holders = "SELECT count(DISTINCT pid) || ' ' || count(*) FROM pg_locks"
+    holders += " WHERE locktype = 'advisory' AND granted"
+    holders += " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+
+    async def run() -> None:
+        first, second = AdvisoryLocks(url, 1), AdvisoryLocks(url, 1)
+        try:
+            async with first.hold_all(keys, time.monotonic() + 5):
+                assert database.sql(holders, url.rsplit("/", 1)[1]) == "1 100"
+                with pytest.raises(TimeoutError):
+                    async with second.hold(keys[50], time.monotonic() + 0.2):
+                        pass
+            async with second.hold(keys[0], time.monotonic() + 0.2):
+                with pytest.raises(TimeoutError):
+                    async with first.hold_all(keys, time.monotonic() + 0.2):
+                        pass
+                assert database.sql(holders, url.rsplit("/", 1)[1]) == "1 1"
+            async with first.hold_all(keys, time.monotonic() + 1):  # all free again
+                pass
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+
+
 def test_the_server_drops_the_connections_of_a_node_that_is_gone_within_a_minute(
     database: Postgres,
 ) -> None:

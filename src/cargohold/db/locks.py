@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -45,25 +45,29 @@ class AdvisoryLocks:
             isolation_level="AUTOCOMMIT",
         )
 
-    @asynccontextmanager
-    async def hold(self, key: str, deadline: float) -> AsyncIterator[None]:
+    def hold(self, key: str, deadline: float) -> AbstractAsyncContextManager[None]:
         """Held until the context ends; TimeoutError when not had by `deadline`
         (time.monotonic()). Polls, as a blocking pg_advisory_lock could not be given up."""
-        lock = lock_id(key)
+        return self.hold_all([key], deadline)
+
+    @asynccontextmanager
+    async def hold_all(self, keys: Sequence[str], deadline: float) -> AsyncIterator[None]:
+        """Every key held, taken in the order given, on one connection."""
         conn = await connect(self._engine)
         held = False
         try:
-            attempt = select(func.pg_try_advisory_lock(lock))
-            while not (await conn.execute(attempt)).scalar_one():
-                if time.monotonic() + POLL_SECONDS > deadline:
-                    raise TimeoutError
-                await asyncio.sleep(POLL_SECONDS)
-            held = True
+            for lock in map(lock_id, keys):
+                attempt = select(func.pg_try_advisory_lock(lock))
+                held = True  # from the first attempt on: it may have taken the lock
+                while not (await conn.execute(attempt)).scalar_one():
+                    if time.monotonic() + POLL_SECONDS > deadline:
+                        raise TimeoutError
+                    await asyncio.sleep(POLL_SECONDS)
             yield
         finally:
             # Shielded: a request cancelled meanwhile still unlocks before the connection
             # goes back to the pool.
-            await asyncio.shield(_let_go(conn, lock if held else None))
+            await asyncio.shield(_let_go(conn, held))
 
     def forget(self, key: str) -> None:
         """Nothing to drop: an advisory lock leaves nothing behind once let go."""
@@ -72,16 +76,15 @@ class AdvisoryLocks:
         await self._engine.dispose()
 
 
-async def _let_go(conn: AsyncConnection, lock: int | None) -> None:
-    """Unlock `lock` (None: not held), and give the connection back to the pool."""
-    if lock is not None:
+async def _let_go(conn: AsyncConnection, held: bool) -> None:
+    """Unlock what the connection holds (if it may hold any), and give it back to the
+    pool."""
+    if held:
         try:
-            await conn.execute(select(func.pg_advisory_unlock(lock)))
+            await conn.execute(select(func.pg_advisory_unlock_all()))
         except Exception as error:
-            # Whatever went wrong, a connection that may still hold the lock never goes
-            # back to the pool: closed, its session ends and the server releases the lock.
-            log.warning(
-                "could not unlock advisory lock %d, closing its connection: %s", lock, error
-            )
+            # Whatever went wrong, a connection that may still hold locks never goes back
+            # to the pool: closed, its session ends and the server releases them.
+            log.warning("could not unlock advisory locks, closing their connection: %s", error)
             await conn.invalidate()
     await conn.close()

@@ -1,5 +1,6 @@
-"""The stored bytes of a digest are written, and removed, under a lock that every process on
-the data folder shares (a file lock, `registry/singleflight.py`).
+"""The stored bytes of a digest are written, and removed, under a lock that every process
+sees (`registry/singleflight.py`: a file lock in the data folder, or a PostgreSQL advisory
+lock across nodes).
 
 Writers (an upload finishing, a manifest push, a proxy caching a blob) store the bytes and
 then the rows that describe them (a blob row, a manifest row) while holding it; garbage
@@ -13,7 +14,6 @@ few thousand however many blobs the store holds; it is held for milliseconds.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
 
@@ -53,11 +53,8 @@ class StoredContent:
 
     async def _remove(self, digests: list[str]) -> dict[str, int]:
         freed: dict[str, int] = {}
-        async with contextlib.AsyncExitStack() as held:
-            # Each stripe once, in order: every other holder holds one at a time, so no
-            # deadlock.
-            for stripe in sorted({_stripe(digest) for digest in digests}):
-                await held.enter_async_context(self._flights.hold(stripe))
+        # Every other holder holds one stripe at a time: no deadlock.
+        async with self._flights.hold_all({_stripe(digest) for digest in digests}):
             described = await self._metadata.described_among(digests)
             for digest in digests:
                 size = None if digest in described else await self._store.size(digest)

@@ -15,7 +15,7 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +47,11 @@ class SharedLocks(Protocol):
         (time.monotonic()), which is tried once even when already past."""
         ...
 
+    def hold_all(self, keys: Sequence[str], deadline: float) -> AbstractAsyncContextManager[None]:
+        """Every key held, taken in the order given, until the context ends; TimeoutError
+        (none held) when one is not had by `deadline`."""
+        ...
+
     def forget(self, key: str) -> None:
         """Drop what holding `key` left behind (a lock file), once nothing it guards is left:
         a request that holds or waits for it meanwhile must find its work gone."""
@@ -73,6 +78,13 @@ class FileLocks:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Sequence[str], deadline: float) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as held:
+            for key in keys:
+                await held.enter_async_context(self.hold(key, deadline))
+            yield
 
     def forget(self, key: str) -> None:
         # A holder of the removed file and one of a new file could both hold the key: the
@@ -106,11 +118,34 @@ class SingleFlight:
     async def hold(self, key: str, *, wait: bool = True) -> AsyncIterator[None]:
         """Held until the context ends. SingleFlightTimeout when not had within the longest
         wait or, with `wait=False`, at once when another request (of any process) has it."""
+        async with self.hold_all([key], wait=wait):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Collection[str], *, wait: bool = True) -> AsyncIterator[None]:
+        """Every key held, as `hold` holds one, taken in sorted order (so that holders of
+        several never deadlock) and across processes all at once: on PostgreSQL on one
+        connection, where a lock of its own for each would open as many."""
+        ordered = sorted(set(keys))
+        deadline = time.monotonic() + (self._max_wait if wait else 0.0)
+        async with contextlib.AsyncExitStack() as held:
+            for key in ordered:
+                await held.enter_async_context(self._in_process(key, wait))
+            try:
+                # Only the wait for the locks times out here, not the work under them.
+                await held.enter_async_context(self._shared.hold_all(ordered, deadline))
+            except TimeoutError:
+                raise SingleFlightTimeout(_describe(ordered)) from None
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _in_process(self, key: str, wait: bool) -> AsyncIterator[None]:
+        """The key among this process's requests: they queue here, so that only the one at
+        the head waits for the lock other processes see."""
         if not wait and key in self._holders:
             raise SingleFlightTimeout(key)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._holders[key] = self._holders.get(key, 0) + 1
-        deadline = time.monotonic() + (self._max_wait if wait else 0.0)
         try:
             try:
                 if wait:
@@ -120,13 +155,7 @@ class SingleFlight:
             except TimeoutError:
                 raise SingleFlightTimeout(key) from None
             try:
-                async with contextlib.AsyncExitStack() as held:
-                    # Only the wait for the lock times out here, not the fetch under it.
-                    try:
-                        await held.enter_async_context(self._shared.hold(key, deadline))
-                    except TimeoutError:
-                        raise SingleFlightTimeout(key) from None
-                    yield
+                yield
             finally:
                 lock.release()
         finally:
@@ -149,3 +178,7 @@ class SingleFlight:
                 yield
         finally:
             self.forget(key)
+
+
+def _describe(keys: Sequence[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]} and {len(keys) - 1} more"

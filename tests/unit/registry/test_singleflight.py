@@ -94,3 +94,39 @@ def test_a_forgotten_key_leaves_no_lock_file(tmp_path: Path) -> None:
         flights.forget("k")  # once more: nothing left to drop
 
     asyncio.run(run())
+
+
+def test_holding_several_keys_keeps_each_from_other_processes_and_lets_all_go(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        first = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
+        second = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
+        async with first.hold_all({"b", "a", "c"}):
+            for key in ("a", "b", "c"):
+                with pytest.raises(SingleFlightTimeout):
+                    async with second.hold(key):
+                        pass
+            async with second.hold("d"):  # other keys do not wait
+                pass
+        async with second.hold_all(["a", "b", "c"]):  # all free again
+            pass
+
+    asyncio.run(run())
+
+
+def test_a_set_not_had_in_time_holds_none_of_its_keys(tmp_path: Path) -> None:
+    """Taken in sorted order, the set stops at the held key and lets go of those before."""
+
+    async def run() -> None:
+        first = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
+        second = SingleFlight(FileLocks(tmp_path), max_wait=0.2)
+        async with first.hold("b"):
+            with pytest.raises(SingleFlightTimeout) as caught:
+                async with second.hold_all(["c", "b", "a"]):
+                    pass
+            assert "a and 2 more" in caught.value.message
+        async with first.hold("a", wait=False):  # not left held by the failed set
+            pass
+
+    asyncio.run(run())
