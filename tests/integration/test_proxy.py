@@ -10,7 +10,6 @@ and its faults are its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -26,6 +25,8 @@ from typing import Any
 import pytest
 import requests
 
+from cargohold.registry.content import stripe
+from cargohold.registry.singleflight import FileLocks
 from tests.integration.clients import (
     Descriptor,
     OciImage,
@@ -651,12 +652,6 @@ def test_a_client_going_away_during_a_blob_does_not_hold_up_the_next_pull(
     no_uploads_left(cargohold)
 
 
-def _content_stripe_file(digest: str) -> str:
-    """The lock file of a digest's stripe (registry/content.py, registry/singleflight.py)."""
-    algorithm, _, encoded = digest.partition(":")
-    return hashlib.sha256(f"content:{algorithm}:{encoded[:3]}".encode()).hexdigest()
-
-
 def test_twenty_concurrent_pulls_of_a_cold_image_make_one_upstream_fetch_each(
     hub: ReferenceRegistry, relay: FaultRelay, cargohold: Server, workdir: Path
 ) -> None:
@@ -682,7 +677,7 @@ def test_twenty_concurrent_pulls_of_a_cold_image_make_one_upstream_fetch_each(
     assert all(r.digest == image.digest and r.blobs == expected for r in results)
     # The fetches' lock files (one per proxied digest and reference) went with them; what
     # stays is the stripes of stored content, a few thousand at most however much is cached.
-    stripes = {locks / _content_stripe_file(d) for d in [image.digest, *expected]}
+    stripes = {FileLocks(locks).path(stripe(d)) for d in [image.digest, *expected]}
     assert (set(locks.iterdir()) if locks.exists() else set()) - lock_files_before <= stripes
 
     counts = relay.counts()

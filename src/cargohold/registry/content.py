@@ -27,7 +27,8 @@ STRIPE_DIGITS = 3
 REMOVALS_AT_ONCE = 100
 
 
-def _stripe(digest: str) -> str:
+def stripe(digest: str) -> str:
+    """The lock key of the stripe `digest` belongs to."""
     algorithm, _, encoded = digest.partition(":")
     return f"content:{algorithm}:{encoded[:STRIPE_DIGITS]}"
 
@@ -40,7 +41,7 @@ class StoredContent:
 
     def hold(self, digest: str) -> AbstractAsyncContextManager[None]:
         """The lock to hold while storing the bytes of `digest` and writing their rows."""
-        return self._flights.hold(_stripe(digest))
+        return self._flights.hold(stripe(digest))
 
     async def remove_unless_described(self, digests: Collection[str]) -> dict[str, int]:
         """Delete the stored bytes of those of `digests` that no row describes; the bytes
@@ -54,7 +55,7 @@ class StoredContent:
     async def _remove(self, digests: list[str]) -> dict[str, int]:
         freed: dict[str, int] = {}
         # Every other holder holds one stripe at a time: no deadlock.
-        async with self._flights.hold_all({_stripe(digest) for digest in digests}):
+        async with self._flights.hold_all({stripe(digest) for digest in digests}):
             described = await self._metadata.described_among(digests)
             for digest in digests:
                 size = None if digest in described else await self._store.size(digest)

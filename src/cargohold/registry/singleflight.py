@@ -67,12 +67,13 @@ class FileLocks:
         self._lock_dir = lock_dir
         lock_dir.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, key: str) -> Path:
+    def path(self, key: str) -> Path:
+        """The file whose lock is the key's."""
         return self._lock_dir / hashlib.sha256(key.encode()).hexdigest()
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str, deadline: float) -> AsyncIterator[None]:
-        fd = os.open(self._path(key), os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(self.path(key), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             await _flock(fd, deadline)
             yield
@@ -89,7 +90,7 @@ class FileLocks:
     def forget(self, key: str) -> None:
         # A holder of the removed file and one of a new file could both hold the key: the
         # caller makes sure that nothing is left for either to do.
-        self._path(key).unlink(missing_ok=True)
+        self.path(key).unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Nothing to release: each lock's file is closed with it."""
