@@ -205,6 +205,30 @@ def test_advisory_locks_held_together_take_one_connection_and_go_together(
     asyncio.run(run())
 
 
+def test_a_snapshot_sees_the_database_as_it_was_at_its_first_statement(
+    database: Postgres,
+) -> None:
+    """What `cargohold copy` reads its source in: a project created meanwhile is not seen
+    by the snapshot's next statement, and is by a plain read's."""
+    url = database.create_database()
+    count = text("SELECT count(*) FROM projects")
+
+    async def run() -> None:
+        node = open_database(url)
+        metadata = MetadataStore(node)
+        try:
+            async with node.snapshot() as snapshot, node.read() as plain:
+                assert (await snapshot.execute(count)).scalar_one() == 0
+                assert (await plain.execute(count)).scalar_one() == 0
+                await metadata.create_project("meanwhile")
+                assert (await snapshot.execute(count)).scalar_one() == 0
+                assert (await plain.execute(count)).scalar_one() == 1
+        finally:
+            await node.dispose()
+
+    asyncio.run(run())
+
+
 def test_the_server_drops_the_connections_of_a_node_that_is_gone_within_a_minute(
     database: Postgres,
 ) -> None:

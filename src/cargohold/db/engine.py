@@ -175,6 +175,11 @@ class Database(abc.ABC):
     def read(self) -> AbstractAsyncContextManager[Reader]: ...
 
     @abc.abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[Reader]:
+        """A read whose statements all see the database as it was at the first one (a
+        plain read's statements each see what was committed when they began)."""
+
+    @abc.abstractmethod
     def write(self) -> AbstractAsyncContextManager[Writer]: ...
 
     @abc.abstractmethod
@@ -210,6 +215,10 @@ class SqliteDatabase(Database):
     async def read(self) -> AsyncIterator[Reader]:
         with self._reads.connect() as connection, connection.begin():
             yield _InlineConnection(connection)
+
+    def snapshot(self) -> AbstractAsyncContextManager[Reader]:
+        # A read transaction of SQLite sees one state of the database throughout.
+        return self.read()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
@@ -285,6 +294,13 @@ class ServerDatabase(Database):
     async def read(self) -> AsyncIterator[Reader]:
         async with connected(self._reads) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Reader]:
+        async with connected(self._engine) as conn:
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:

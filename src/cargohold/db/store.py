@@ -31,6 +31,9 @@ class Store:
     def _read(self) -> AbstractAsyncContextManager[Reader]:
         return self._database.read()
 
+    def _snapshot(self) -> AbstractAsyncContextManager[Reader]:
+        return self._database.snapshot()
+
     def _write(self) -> AbstractAsyncContextManager[Writer]:
         return self._database.write()
 

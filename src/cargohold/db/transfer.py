@@ -88,8 +88,8 @@ class TransferStore(Store):
     async def copy_rows_from(self, source: TransferStore, page_rows: int = PAGE_ROWS) -> None:
         """Copy every row of `source` into this database, which holds none: all of them or,
         if anything fails midway, none (one transaction). The source is read in one
-        transaction too, so that its rows are consistent with each other."""
-        async with source._read() as reading, self._write() as writing:
+        snapshot, so that its rows are consistent with each other."""
+        async with source._snapshot() as reading, self._write() as writing:
             for table in tables_in_copy_order():
                 async for rows in _pages(reading, table, page_rows):
                     await writing.execute(insert(table), rows)
